@@ -1,0 +1,140 @@
+"""A content-addressed disk cache for processed datasets (graphs, token ids, windows).
+
+A study runs many trials on the same data: parsing and graph building happen once per study, keyed by
+the *content* of the input files and every setting that changes the result. A trial only builds its
+model and loaders. Entries are written atomically and built under a file lock, so concurrent workers
+build each entry once. Cache files are pickles written by this process's user: the cache directory is
+trusted like the code itself (never point it at files from elsewhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CACHE_FORMAT = 1  # bump when the layout of cached entries changes
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable sha256 of a JSON-able description (dict keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    memory_hits: int = 0
+    disk_hits: int = 0
+    misses: int = 0
+    build_seconds: float = 0.0
+    load_seconds: float = 0.0
+
+    @property
+    def lookups(self) -> int:
+        return self.memory_hits + self.disk_hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        return (self.memory_hits + self.disk_hits) / self.lookups if self.lookups else 0.0
+
+
+class DataCache:
+    """Memory + disk cache. ``root=None`` keeps entries in memory only.
+
+    Not shared between processes except through the disk; one instance per worker process.
+    """
+
+    def __init__(self, root: str | os.PathLike | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._memory: dict[str, Any] = {}
+        self._file_hashes: dict[tuple, str] = {}
+        self.stats = CacheStats()
+
+    def file_digest(self, paths: Iterable[str | os.PathLike]) -> str:
+        """sha256 over the bytes of files (directories: every file below, sorted), memoised by mtime."""
+        h = hashlib.sha256()
+        for p in sorted(_expand(paths)):
+            st = p.stat()
+            key = (str(p), st.st_size, st.st_mtime_ns)
+            if key not in self._file_hashes:
+                fh = hashlib.sha256()
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        fh.update(chunk)
+                self._file_hashes[key] = fh.hexdigest()
+            h.update(p.name.encode())
+            h.update(self._file_hashes[key].encode())
+        return h.hexdigest()
+
+    def get_or_build(self, namespace: str, key: dict, build: Callable[[], T]) -> T:
+        """Return the entry for ``key`` in ``namespace``, building (and storing) it on a miss."""
+        digest = fingerprint({"format": CACHE_FORMAT, "namespace": namespace, "key": key})
+        mem_key = f"{namespace}/{digest}"
+        if mem_key in self._memory:
+            self.stats.memory_hits += 1
+            return self._memory[mem_key]
+        if self.root is None:
+            value = self._build(build, namespace)
+        else:
+            path = self.root / namespace / f"{digest[:32]}.pkl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _file_lock(path.with_suffix(".lock")):
+                if path.exists():
+                    t0 = time.perf_counter()
+                    with open(path, "rb") as f:
+                        value = pickle.load(f)
+                    self.stats.load_seconds += time.perf_counter() - t0
+                    self.stats.disk_hits += 1
+                    logger.debug("cache hit %s", path)
+                else:
+                    value = self._build(build, namespace)
+                    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+                    with os.fdopen(fd, "wb") as f:
+                        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+                    os.replace(tmp, path)
+                    (path.with_suffix(".json")).write_text(json.dumps(key, indent=1, default=str))
+        self._memory[mem_key] = value
+        return value
+
+    def _build(self, build: Callable[[], T], namespace: str) -> T:
+        t0 = time.perf_counter()
+        value = build()
+        dt = time.perf_counter() - t0
+        self.stats.misses += 1
+        self.stats.build_seconds += dt
+        logger.info("built %s in %.2fs", namespace, dt)
+        return value
+
+
+def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(q for q in p.rglob("*") if q.is_file())
+        else:
+            out.append(p)
+    return out
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    import fcntl
+
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

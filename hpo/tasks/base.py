@@ -1,0 +1,238 @@
+"""The task contract: a model family on a dataset with a target.
+
+A task is everything the generic trainer needs that is not generic: how to load and split the data
+(cached), how to build the model from its config, how to batch, how to compute the loss and the
+metrics. The trainer (:func:`hpo.train.fit`), the Optuna objective, ``hpo train`` and ``hpo
+reevaluate`` all drive tasks only through this class.
+
+Who calls what, and when (all in the worker process, single-threaded):
+
+1. ``TaskCls(dataset=DatasetSpec, target=str|None, cache=DataCache)`` once per worker per study.
+2. ``check()`` by ``hpo validate`` / before a study starts: cheap checks that the data resolve
+   (files exist, target present). Returns problems; raises nothing for user errors.
+3. ``load(data_cfg)`` before each trial; must be cheap when called again with an equal config (use
+   ``self.cache.get_or_build``; the cache memoises in memory and on disk).
+4. ``build_model(model_cfg, splits)`` -> ``torch.nn.Module`` on CPU; the trainer moves it.
+5. ``loader(splits, split, batch_size, shuffle=..., seed=...)`` -> an iterable of batches with
+   ``len``. ``split`` is "train", "val" or "test"; while tuning the test split is locked and reading
+   it raises :class:`hpo.errors.TestSplitAccessError`.
+6. ``step(model, batch, train=...)`` -> :class:`StepOutput` for a batch already on the device. In
+   train mode it may apply augmentation; ``loss`` includes any auxiliary loss.
+7. ``compute_metrics(pred, target)`` on the concatenated outputs of one split -> ``{name: float}``
+   with at least the names in ``metrics``.
+
+Config keys: the flat config of a trial is split between :class:`hpo.train.TrainConfig`, the task's
+``ModelConfig`` and ``DataConfig`` (dataclasses, with distinct field names) and ``lr_<group>`` for each
+name in ``param_groups``. :meth:`split_config` does it and names unknown keys.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+from hpo.errors import Problem, TestSplitAccessError, unknown_name_message
+
+if TYPE_CHECKING:
+    import torch
+
+    from hpo.cache import DataCache
+
+
+def _resolve_data_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = Path(value).expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value.resolve() if not value.is_absolute() else value
+
+
+#: A file or folder named in a study; relative paths are resolved against the study file's folder
+#: (the loader passes it as validation context ``base_dir``). Existence is checked by ``Task.check``.
+DataPath = Annotated[Path, AfterValidator(_resolve_data_path)]
+
+
+class DatasetSpec(BaseModel):
+    """Base of a task's ``task.dataset`` section. Subclasses add ``format`` and its fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class NoDataConfig:
+    """For tasks whose preprocessing has no settings."""
+
+
+@dataclass
+class StepOutput:
+    loss: "torch.Tensor"  # scalar, differentiable in train mode
+    pred: Any  # detached predictions in the target's original units (tensor or tuple of tensors)
+    target: Any  # matching targets
+    n: int  # number of samples in the batch (weights the running loss)
+
+
+class Splits:
+    """The train / val / test parts of a dataset, plus facts about it (``info``).
+
+    The parts are whatever the task's ``loader`` understands. The test part can be locked
+    (:meth:`locked_test`) so that any read raises; the objective locks it for every trial.
+    """
+
+    NAMES = ("train", "val", "test")
+
+    def __init__(self, train: Any, val: Any, test: Any, info: Mapping[str, Any] | None = None) -> None:
+        self._parts = {"train": train, "val": val, "test": test}
+        self.info = dict(info or {})
+        self._lock_depth = 0
+        self.test_reads = 0
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._parts:
+            raise KeyError(unknown_name_message("split", name, self.NAMES))
+        if name == "test":
+            if self._lock_depth:
+                raise TestSplitAccessError("the test split was read during tuning; only `hpo reevaluate` may read it")
+            self.test_reads += 1
+        return self._parts[name]
+
+    def size(self, name: str) -> int:
+        part = self._parts[name]
+        return len(part) if part is not None and hasattr(part, "__len__") else 0
+
+    @contextlib.contextmanager
+    def locked_test(self):
+        self._lock_depth += 1
+        try:
+            yield self
+        finally:
+            self._lock_depth -= 1
+
+
+class Task(abc.ABC):
+    """Base class of all tasks; see the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    ModelConfig: ClassVar[type]
+    DataConfig: ClassVar[type] = NoDataConfig
+    DatasetSpec: ClassVar[type[DatasetSpec]]
+    #: metric name -> "minimize" | "maximize"; the first is the primary metric (train/val gap).
+    metrics: ClassVar[dict[str, str]] = {}
+    default_objective: ClassVar[str] = ""
+    #: names of parameter groups for layer-wise learning rates (keys ``lr_<group>``)
+    param_groups: ClassVar[tuple[str, ...]] = ()
+    #: small named configs (flat key -> value) for tests and smoke studies, e.g. {"tiny": {...}}
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: whether ``target`` must be given in the study's task section
+    needs_target: ClassVar[bool] = True
+
+    def __init__(self, dataset: DatasetSpec, target: str | None = None, cache: "DataCache | None" = None) -> None:
+        from hpo.cache import DataCache
+
+        self.dataset = dataset
+        self.target = target
+        self.cache = cache if cache is not None else DataCache(None)
+
+    # -- data -------------------------------------------------------------------------------
+    def check(self) -> list[Problem]:
+        """Cheap checks that the dataset resolves; paths relative to ``task.dataset``."""
+        return []
+
+    @abc.abstractmethod
+    def load(self, data_cfg: Any) -> Splits:
+        """Load, preprocess (cached) and split the dataset."""
+
+    @abc.abstractmethod
+    def loader(self, splits: Splits, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterable:
+        """Batches of one split; shuffling must be driven by ``seed`` alone."""
+
+    # -- model ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_model(self, model_cfg: Any, splits: Splits) -> "torch.nn.Module":
+        """Build the model (on CPU) for this config and data."""
+
+    @abc.abstractmethod
+    def step(self, model: "torch.nn.Module", batch: Any, *, train: bool) -> StepOutput:
+        """Forward one batch; return loss, predictions and targets."""
+
+    @abc.abstractmethod
+    def compute_metrics(self, pred: Any, target: Any) -> dict[str, float]:
+        """Metrics over a whole split from concatenated predictions and targets."""
+
+    def group_parameters(self, model: "torch.nn.Module") -> dict[str, list]:
+        """Parameters by group for layer-wise learning rates.
+
+        Default: the model's ``param_groups()`` method when it has one, else one group ``"all"``.
+        Every trainable parameter must be in exactly one group.
+        """
+        if hasattr(model, "param_groups"):
+            return {k: list(v) for k, v in model.param_groups().items()}
+        return {"all": [p for p in model.parameters()]}
+
+    def checkpoint_extras(self, splits: Splits) -> dict[str, Any]:
+        """Extra state a checkpoint needs to be used on new data (e.g. a target scaler)."""
+        return {}
+
+    # -- configs ----------------------------------------------------------------------------
+    @classmethod
+    def config_fields(cls) -> dict[str, tuple[str, dataclasses.Field]]:
+        """Every flat config key -> (section, dataclass field); section in train/model/data."""
+        from hpo.train.config import TrainConfig
+
+        out: dict[str, tuple[str, dataclasses.Field]] = {}
+        for section, dc in (("train", TrainConfig), ("model", cls.ModelConfig), ("data", cls.DataConfig)):
+            for f in dataclasses.fields(dc):
+                if f.name == "group_lr" and section == "train":
+                    continue
+                if f.name in out:
+                    raise TypeError(f"task {cls.name}: config key {f.name!r} is in both {out[f.name][0]} and {section}")
+                out[f.name] = (section, f)
+        return out
+
+    @classmethod
+    def config_keys(cls) -> list[str]:
+        return sorted([*cls.config_fields(), *(f"lr_{g}" for g in cls.param_groups)])
+
+    @classmethod
+    def split_config(cls, config: Mapping[str, Any]):
+        """Flat config -> (TrainConfig, ModelConfig, DataConfig). Unknown keys raise ``KeyError``
+        naming the closest key; invalid values raise ``ValueError`` from the dataclasses."""
+        from hpo.train.config import TrainConfig
+
+        fields = cls.config_fields()
+        parts: dict[str, dict[str, Any]] = {"train": {}, "model": {}, "data": {}}
+        group_lr: dict[str, float] = {}
+        for key, value in config.items():
+            if key.startswith("lr_") and key[3:] in cls.param_groups:
+                group_lr[key[3:]] = float(value)
+            elif key in fields:
+                parts[fields[key][0]][key] = value
+            else:
+                raise KeyError(unknown_name_message(f"config key of task {cls.name}", key, cls.config_keys()))
+        train = TrainConfig(**parts["train"], group_lr=group_lr)
+        return train, cls.ModelConfig(**parts["model"]), cls.DataConfig(**parts["data"])
+
+    @classmethod
+    def direction_of(cls, metric: str) -> str | None:
+        """Natural direction of ``train_x`` / ``val_x`` / ``x`` metrics, or None if unknown."""
+        base = metric.split("_", 1)[1] if metric.split("_", 1)[0] in ("train", "val", "test") else metric
+        if base in ("loss", "val_gap", "gap"):
+            return "minimize"
+        if metric in ("train_val_gap", "val_train_ratio"):
+            return "minimize"
+        return cls.metrics.get(base)
+
+    @classmethod
+    def objective_names(cls) -> list[str]:
+        """Every name an objective may use."""
+        names = ["train_loss", "val_loss", "train_val_gap", "val_train_ratio"]
+        for m in cls.metrics:
+            names += [f"train_{m}", f"val_{m}"]
+        return names

@@ -1,0 +1,266 @@
+"""The training loop: one readable function for every task.
+
+    for epoch:  train one pass -> evaluate val -> record curves -> keep best -> early stop -> callback
+
+Early stopping and pruning are different things: early stopping ends a run whose own monitored
+val metric has not improved by more than ``min_delta`` for ``patience`` epochs (the run is complete
+and its result is the best epoch's); pruning is decided outside, by the ``on_epoch`` callback raising
+:class:`hpo.errors.Pruned`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from hpo.errors import Pruned
+from hpo.train.optim import make_optimizer, make_scheduler, steps_per_epoch
+from hpo.train.setup import resolve_device, seed_everything
+
+if TYPE_CHECKING:
+    import torch
+
+    from hpo.tasks.base import Splits, Task
+    from hpo.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    best_epoch: int  # 1-based epoch of the best monitored value (0 if none)
+    best: dict[str, float]  # every metric at the best epoch
+    curves: dict[str, list]  # metric -> one value per epoch (None where not evaluated)
+    epochs_run: int
+    stop_reason: str  # completed | early_stopped | pruned | diverged
+    stop_detail: str  # a sentence for people
+    seconds: float
+    n_params: int
+    device: str
+    best_state: dict | None = field(default=None, repr=False)  # state_dict at the best epoch (CPU)
+
+
+def fit(
+    task: "Task",
+    splits: "Splits",
+    train_cfg: "TrainConfig",
+    model_cfg: Any,
+    *,
+    monitor: str | None = None,
+    direction: str = "minimize",
+    on_epoch: EpochCallback | None = None,
+    device: "str | torch.device | None" = None,
+    max_epochs: int | None = None,
+    keep_best_state: bool = True,
+) -> FitResult:
+    """Train ``task``'s model for ``model_cfg`` on ``splits`` and return the best epoch's metrics.
+
+    ``monitor`` (default ``val_<first metric>``) drives the best epoch, early stopping and what
+    ``on_epoch`` is usually asked about; ``max_epochs`` caps ``train_cfg.epochs``.
+    """
+    import torch
+
+    t_start = time.perf_counter()
+    cfg = train_cfg
+    dev = resolve_device(device if device is not None else "auto")
+    seed_everything(cfg.seed, deterministic=cfg.deterministic and dev.type == "cpu")
+    monitor = monitor or f"val_{next(iter(task.metrics))}"
+    sign = 1.0 if direction == "minimize" else -1.0
+    epochs = min(cfg.epochs, max_epochs) if max_epochs else cfg.epochs
+
+    model = task.build_model(model_cfg, splits).to(dev)
+    n_params = sum(p.numel() for p in model.parameters())
+    train_loader = task.loader(splits, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_loader = task.loader(splits, "val", cfg.batch_size, shuffle=False)
+    train_eval_loader = task.loader(splits, "train", cfg.batch_size, shuffle=False) if cfg.train_eval else None
+    optimizer = make_optimizer(task.group_parameters(model), cfg)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(train_loader), cfg.grad_accum_steps), epochs)
+
+    use_amp = cfg.amp and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    autocast = lambda: torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp)  # noqa: E731
+
+    primary = next(iter(task.metrics))
+    curves: dict[str, list] = defaultdict(list)
+    best_value, best_epoch, best_metrics, best_state = math.inf, 0, {}, None
+    es_ref, es_epoch = math.inf, 0  # early stopping: value and epoch of the last significant improvement
+    stop_reason, stop_detail, epoch = "completed", "", 0
+
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        # ---- train ----
+        model.train()
+        loss_sum, n_seen, preds, targets = None, 0, [], []
+        optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(train_loader):
+            batch = _to_device(batch, dev)
+            with autocast():
+                out = task.step(model, batch, train=True)
+            scaler.scale(out.loss / cfg.grad_accum_steps).backward()
+            if (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == len(train_loader):
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            weighted = out.loss.detach().float() * out.n
+            loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            n_seen += out.n
+            if not cfg.train_eval:
+                preds.append(out.pred)
+                targets.append(out.target)
+        train_loss = float(loss_sum) / max(1, n_seen) if loss_sum is not None else math.nan
+        metrics: dict[str, float] = {"train_loss": train_loss}
+        if cfg.train_eval:
+            metrics.update(_evaluate(task, model, train_eval_loader, dev, autocast, "train"))
+            metrics["train_loss"] = train_loss
+        else:
+            metrics.update({f"train_{k}": v for k, v in task.compute_metrics(_cat(preds), _cat(targets)).items()})
+        del preds, targets
+        if not math.isfinite(train_loss):
+            stop_reason, stop_detail = "diverged", f"non-finite training loss ({train_loss}) at epoch {epoch}"
+            _record(curves, metrics, epoch, optimizer, time.perf_counter() - t0)
+            break
+
+        # ---- evaluate ----
+        evaluated = epoch % cfg.eval_every == 0 or epoch == epochs
+        if evaluated:
+            metrics.update(_evaluate(task, model, val_loader, dev, autocast, "val"))
+            tr, va = metrics.get(f"train_{primary}"), metrics.get(f"val_{primary}")
+            if tr is not None and va is not None:
+                metrics["train_val_gap"] = va - tr
+                metrics["val_train_ratio"] = va / tr if tr != 0 else math.inf
+        _record(curves, metrics, epoch, optimizer, time.perf_counter() - t0)
+        if not evaluated:
+            continue
+        if monitor not in metrics:
+            raise KeyError(f"monitored metric {monitor!r} is not among {sorted(metrics)}")
+        value = sign * metrics[monitor]
+        if not math.isfinite(value):
+            stop_reason, stop_detail = "diverged", f"non-finite {monitor} ({metrics[monitor]}) at epoch {epoch}"
+            break
+        if value < best_value:
+            best_value, best_epoch, best_metrics = value, epoch, dict(metrics)
+            if keep_best_state:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if value < es_ref - cfg.min_delta or es_epoch == 0:
+            es_ref, es_epoch = value, epoch
+        logger.debug("epoch %d %s", epoch, {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)})
+        if on_epoch is not None:
+            try:
+                on_epoch(epoch, metrics)
+            except Pruned as p:
+                stop_reason, stop_detail = "pruned", str(p)
+                break
+        if cfg.patience and epoch - es_epoch >= cfg.patience:
+            stop_reason = "early_stopped"
+            stop_detail = (f"early stopped at epoch {epoch}: {monitor} did not improve by more than "
+                           f"{cfg.min_delta:g} for {cfg.patience} epochs (best at epoch {best_epoch})")
+            break
+
+    if stop_reason == "completed":
+        stop_detail = f"completed {epoch} epochs (best at epoch {best_epoch})"
+    return FitResult(
+        best_epoch=best_epoch,
+        best=best_metrics,
+        curves=dict(curves),
+        epochs_run=epoch,
+        stop_reason=stop_reason,
+        stop_detail=stop_detail,
+        seconds=time.perf_counter() - t_start,
+        n_params=n_params,
+        device=str(dev),
+        best_state=best_state,
+    )
+
+
+def _evaluate(task, model, loader, dev, autocast, prefix: str) -> dict[str, float]:
+    import torch
+
+    model.eval()
+    loss_sum, n_seen, preds, targets = 0.0, 0, [], []
+    with torch.no_grad():
+        for batch in loader:
+            batch = _to_device(batch, dev)
+            with autocast():
+                out = task.step(model, batch, train=False)
+            loss_sum += float(out.loss) * out.n
+            n_seen += out.n
+            preds.append(out.pred)
+            targets.append(out.target)
+    metrics = {f"{prefix}_loss": loss_sum / max(1, n_seen)}
+    metrics.update({f"{prefix}_{k}": v for k, v in task.compute_metrics(_cat(preds), _cat(targets)).items()})
+    return metrics
+
+
+def evaluate(task: "Task", model, splits: "Splits", split: str, batch_size: int, device=None) -> dict[str, float]:
+    """Metrics of ``model`` on one split (eval mode, no gradients); used by re-evaluation."""
+    import contextlib
+
+    dev = resolve_device(device)
+    model = model.to(dev)
+    loader = task.loader(splits, split, batch_size, shuffle=False)
+    return _evaluate(task, model, loader, dev, contextlib.nullcontext, split)
+
+
+def predict(task: "Task", model, splits: "Splits", split: str, batch_size: int, device=None):
+    """Concatenated (pred, target) of ``model`` over one split."""
+    import torch
+
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    preds, targets = [], []
+    with torch.no_grad():
+        for batch in task.loader(splits, split, batch_size, shuffle=False):
+            out = task.step(model, _to_device(batch, dev), train=False)
+            preds.append(out.pred)
+            targets.append(out.target)
+    return _cat(preds), _cat(targets)
+
+
+def _record(curves: dict, metrics: Mapping[str, float], epoch: int, optimizer, seconds: float) -> None:
+    curves["epoch"].append(epoch)
+    curves["lr"].append(optimizer.param_groups[0]["lr"])
+    curves["epoch_seconds"].append(round(seconds, 4))
+    names = set(metrics) | {k for k in curves if k not in ("epoch", "lr", "epoch_seconds")}
+    for name in names:
+        if name not in curves:
+            curves[name] = [None] * (len(curves["epoch"]) - 1)
+        v = metrics.get(name)
+        curves[name].append(float(v) if v is not None and math.isfinite(v) else None)
+
+
+def _to_device(batch: Any, dev) -> Any:
+    if dev.type == "cpu":
+        return batch
+    if hasattr(batch, "to"):
+        return batch.to(dev, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, dev) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, dev) for v in batch)
+    return batch
+
+
+def _cat(parts: list) -> Any:
+    import torch
+
+    if not parts:
+        return torch.empty(0)
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([p.detach().float() for p in parts], dim=0).cpu()
+    if isinstance(first, (tuple, list)):
+        return type(first)(_cat([p[i] for p in parts]) for i in range(len(first)))
+    if isinstance(first, Mapping):
+        return {k: _cat([p[k] for p in parts]) for k in first}
+    raise TypeError(f"cannot concatenate predictions of type {type(first).__name__}")
