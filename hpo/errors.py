@@ -34,8 +34,10 @@ class Problem:
     message: str  # what must hold, e.g. "must be > 0 with log: true"
     got: Any = None
     has_got: bool = True
+    file: str | None = None  # the file it is in, when not the file of the whole error
 
     def render(self, file: str | None) -> str:
+        file = self.file or file
         where = f"{file}: " if file else ""
         key = f"{self.path}: " if self.path else ""
         got = f", but got {show(self.got)}" if self.has_got else ""
@@ -54,6 +56,9 @@ class SpecError(HpoError):
 
     def with_file(self, file: str) -> "SpecError":
         return SpecError(self.problems, file=self.file or file)
+
+    def lines(self) -> list[str]:
+        return [p.render(self.file) for p in self.problems]
 
 
 class UsageError(HpoError):
@@ -83,13 +88,18 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-def unknown_name_message(kind: str, name: Any, choices: Iterable[str]) -> str:
-    choices = sorted(choices)
-    msg = f"must be one of the {kind}s {', '.join(choices)}" if choices else f"no {kind}s are known"
+def name_rule(kind: str, name: Any, choices: Iterable[str]) -> str:
+    """What must hold for a name looked up among ``choices`` (with the closest one), without the value."""
+    choices = sorted(map(str, choices))
+    if not choices:
+        return f"must name a known {kind}, but none is available"
+    msg = f"must name a known {kind}: {', '.join(choices)}"
     near = closest(str(name), choices)
-    if near:
-        msg += f" (did you mean {near!r}?)"
-    return msg + f", but got {show(name)}"
+    return msg + (f" (did you mean {near!r}?)" if near else "")
+
+
+def unknown_name_message(kind: str, name: Any, choices: Iterable[str]) -> str:
+    return f"{name_rule(kind, name, choices)}, but got {show(name)}"
 
 
 class DataError(HpoError):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from hpo.errors import Pruned
+from hpo.interrupt import check as check_interrupt
 from hpo.train.optim import make_optimizer, make_scheduler, steps_per_epoch
 from hpo.train.setup import resolve_device, seed_everything
 
@@ -100,6 +101,7 @@ def fit(
         loss_sum, n_seen, preds, targets = None, 0, [], []
         optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(train_loader):
+            check_interrupt()
             batch = _to_device(batch, dev)
             with autocast():
                 out = task.step(model, batch, train=True)

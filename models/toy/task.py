@@ -16,7 +16,7 @@ class ToyDataset(DatasetSpec):
 @dataclass
 class ToyConfig:
     hidden: int = 32  # width of each modality encoder
-    depth: int = 1  # hidden layers per encoder
+    depth: int = 1  # hidden layers per encoder (0 makes a model whose shapes do not fit: a crash, for tests)
     fusion: Literal["concat", "gated", "sum"] = "concat"  # how the two modality embeddings are fused
     dropout: float = 0.0
     use_second_modality: bool = True  # off: the model sees modality A only

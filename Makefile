@@ -1,0 +1,46 @@
+# fusion-hpo — everything runs in .venv, created on first use.
+#   make demo         create .venv, install, run the quickstart study, print the best config
+#   make test         create/update .venv with the dev extras, run the test suite
+#   make bench        the full benchmark suite (long; see BENCHMARKS.md)
+#   make bench-quick  every benchmark at a tiny budget (minutes; CI runs it)
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test install dev bench bench-quick clean
+
+# torch first: a plain `torch` requirement would pull a multi-GB CUDA build; 2.13.0 satisfies ours.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH)"
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(PIP) install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(BIN)/hpo run studies/quickstart.yaml
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py
+
+bench-quick: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py --quick
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

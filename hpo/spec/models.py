@@ -1,0 +1,258 @@
+"""The file formats of search spaces (``search_spaces/*.yaml``) and studies (``studies/*.yaml``).
+
+Structure and types are checked here; rules that relate several keys or need the task (names of
+config keys, ranges of baselines, expressions) are checked in :mod:`hpo.spec.load`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+
+Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
+Number = Union[StrictInt, StrictFloat]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# --------------------------------------------------------------------------- search space
+class FloatParam(Spec):
+    """A real number in [low, high] (both inclusive), optionally log-scaled or on a step grid."""
+
+    type: Literal["float"]
+    low: Number
+    high: Number
+    log: StrictBool = False
+    step: Optional[Number] = None
+    when: Optional[Union[StrictStr, StrictBool]] = None
+
+
+class IntParam(Spec):
+    """An integer in [low, high] (both inclusive), optionally log-scaled or with a step."""
+
+    type: Literal["int"]
+    low: StrictInt
+    high: StrictInt
+    log: StrictBool = False
+    step: StrictInt = 1
+    when: Optional[Union[StrictStr, StrictBool]] = None
+
+
+class CategoricalParam(Spec):
+    """One of the listed values (any YAML scalars: numbers, strings such as "2,3", booleans)."""
+
+    type: Literal["categorical"]
+    choices: list[Scalar]
+    when: Optional[Union[StrictStr, StrictBool]] = None
+
+
+class BoolParam(Spec):
+    """true or false."""
+
+    type: Literal["bool"]
+    when: Optional[Union[StrictStr, StrictBool]] = None
+
+
+Param = Annotated[Union[FloatParam, IntParam, CategoricalParam, BoolParam], Field(discriminator="type")]
+PARAM_TYPES = ("float", "int", "categorical", "bool")
+
+
+class ConstraintSpec(Spec):
+    expr: StrictStr
+    message: Optional[StrictStr] = None
+
+
+class SearchSpaceSpec(Spec):
+    """A search space: sampled ``params`` (in order), ``fixed`` values, ``derived`` expressions,
+    ``constraints`` that a sample must meet before training, and named ``baselines``."""
+
+    description: Optional[StrictStr] = None
+    params: dict[StrictStr, Param] = {}
+    fixed: dict[StrictStr, Any] = {}
+    derived: dict[StrictStr, Union[StrictStr, Number, StrictBool]] = {}
+    constraints: list[Union[StrictStr, ConstraintSpec]] = []
+    baselines: dict[StrictStr, dict[StrictStr, Any]] = {}
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _list_shorthand(cls, value: Any) -> Any:
+        # `name: [a, b, c]` is shorthand for a categorical parameter
+        if isinstance(value, dict):
+            return {k: ({"type": "categorical", "choices": v} if isinstance(v, list) else v) for k, v in value.items()}
+        return value
+
+
+# --------------------------------------------------------------------------- samplers
+class _Sampler(Spec):
+    seed: Optional[StrictInt] = None  # default: the study's seed
+
+
+class TPESampler(_Sampler):
+    type: Literal["tpe"]
+    n_startup_trials: StrictInt = Field(10, ge=0)
+    n_ei_candidates: StrictInt = Field(24, ge=1)
+    multivariate: StrictBool = True
+    group: StrictBool = True  # model conditional sub-spaces separately (needs multivariate)
+    constant_liar: StrictBool = True  # spread out parallel workers
+
+
+class RandomSampler(_Sampler):
+    type: Literal["random"]
+
+
+class CmaEsSampler(_Sampler):
+    type: Literal["cmaes"]
+    n_startup_trials: StrictInt = Field(1, ge=0)
+    sigma0: Optional[Number] = None
+    with_margin: StrictBool = False
+    use_separable_cma: StrictBool = False
+
+
+class GPSampler(_Sampler):
+    type: Literal["gp"]
+    n_startup_trials: StrictInt = Field(10, ge=0)
+    deterministic_objective: StrictBool = False
+
+
+class GridSampler(_Sampler):
+    type: Literal["grid"]
+
+
+class NSGA2Sampler(_Sampler):
+    type: Literal["nsga2"]
+    population_size: StrictInt = Field(50, ge=2)
+    mutation_prob: Optional[Number] = None
+    crossover_prob: Number = Field(0.9, ge=0, le=1)
+    swapping_prob: Number = Field(0.5, ge=0, le=1)
+
+
+SamplerSpec = Annotated[
+    Union[TPESampler, RandomSampler, CmaEsSampler, GPSampler, GridSampler, NSGA2Sampler],
+    Field(discriminator="type"),
+]
+SAMPLER_TYPES = ("tpe", "random", "cmaes", "gp", "grid", "nsga2")
+
+
+# --------------------------------------------------------------------------- pruners
+class MedianPruner(Spec):
+    type: Literal["median"]
+    n_startup_trials: StrictInt = Field(5, ge=0)
+    n_warmup_steps: StrictInt = Field(0, ge=0)
+    interval_steps: StrictInt = Field(1, ge=1)
+    n_min_trials: StrictInt = Field(1, ge=1)
+
+
+class PercentilePruner(Spec):
+    type: Literal["percentile"]
+    percentile: Number = Field(ge=0, le=100)
+    n_startup_trials: StrictInt = Field(5, ge=0)
+    n_warmup_steps: StrictInt = Field(0, ge=0)
+    interval_steps: StrictInt = Field(1, ge=1)
+    n_min_trials: StrictInt = Field(1, ge=1)
+
+
+class SuccessiveHalvingPruner(Spec):
+    type: Literal["successive_halving"]
+    min_resource: Union[StrictInt, Literal["auto"]] = "auto"
+    reduction_factor: StrictInt = Field(4, ge=2)
+    min_early_stopping_rate: StrictInt = Field(0, ge=0)
+    bootstrap_count: StrictInt = Field(0, ge=0)
+
+
+class HyperbandPruner(Spec):
+    type: Literal["hyperband"]
+    min_resource: StrictInt = Field(1, ge=1)
+    max_resource: Union[StrictInt, Literal["auto"], None] = None  # default: budget.max_epochs
+    reduction_factor: StrictInt = Field(3, ge=2)
+    bootstrap_count: StrictInt = Field(0, ge=0)
+
+
+class WilcoxonPruner(Spec):
+    type: Literal["wilcoxon"]
+    p_threshold: Number = Field(0.1, gt=0, lt=1)
+    n_startup_steps: StrictInt = Field(2, ge=0)
+
+
+class ThresholdPruner(Spec):
+    type: Literal["threshold"]
+    lower: Optional[Number] = None
+    upper: Optional[Number] = None
+    n_warmup_steps: StrictInt = Field(0, ge=0)
+    interval_steps: StrictInt = Field(1, ge=1)
+
+
+class NoPruner(Spec):
+    type: Literal["none"]
+
+
+class PatientPruner(Spec):
+    type: Literal["patient"]
+    patience: StrictInt = Field(ge=0)
+    min_delta: Number = Field(0.0, ge=0)
+    wrapped: Optional["PrunerSpec"] = None  # prune only when this pruner also says so
+
+
+PrunerSpec = Annotated[
+    Union[
+        MedianPruner,
+        PercentilePruner,
+        SuccessiveHalvingPruner,
+        HyperbandPruner,
+        WilcoxonPruner,
+        PatientPruner,
+        ThresholdPruner,
+        NoPruner,
+    ],
+    Field(discriminator="type"),
+]
+PRUNER_TYPES = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patient", "threshold", "none")
+PatientPruner.model_rebuild()
+
+
+# --------------------------------------------------------------------------- study
+class TaskSection(Spec):
+    family: StrictStr  # a registered task, e.g. crystal_text
+    target: Optional[StrictStr] = None  # the quantity to predict, when the task needs one
+    dataset: dict[StrictStr, Any] = {}  # checked by the task's own DatasetSpec
+
+
+class ObjectiveSpec(Spec):
+    metric: StrictStr  # e.g. val_mae, train_val_gap
+    direction: Optional[Literal["minimize", "maximize"]] = None  # default: the metric's natural one
+
+
+class BudgetSpec(Spec):
+    n_trials: Optional[StrictInt] = Field(None, ge=1)  # trials that train (constraint rejections excluded)
+    timeout: Optional[Number] = Field(None, gt=0)  # seconds of wall time per `hpo run`
+    max_epochs: Optional[StrictInt] = Field(None, ge=1)  # caps `epochs`; hyperband's max_resource
+    max_consecutive_failures: StrictInt = Field(10, ge=1)  # stop the study when this many crash in a row
+
+
+class RaySection(Spec):
+    address: Optional[StrictStr] = None  # "auto", "local" or ray://host:port; default: local
+    scheduler: Literal["asha", "hyperband", "none"] = "asha"
+    max_concurrent: Optional[StrictInt] = Field(None, ge=1)
+    cpus_per_trial: Number = Field(1, gt=0)
+    gpus_per_trial: Number = Field(0, ge=0)
+    grace_period: StrictInt = Field(1, ge=1)
+    reduction_factor: StrictInt = Field(3, ge=2)
+
+
+class StudySpec(Spec):
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    description: Optional[StrictStr] = None
+    task: TaskSection
+    space: Union[StrictStr, SearchSpaceSpec]  # a file (relative to this one) or the space inline
+    objectives: list[Union[StrictStr, ObjectiveSpec]] = Field(min_length=1)
+    sampler: SamplerSpec = TPESampler(type="tpe")
+    pruner: PrunerSpec = MedianPruner(type="median")
+    budget: BudgetSpec = BudgetSpec()
+    training: dict[StrictStr, Any] = {}  # defaults for training keys (lowest precedence)
+    storage: Optional[StrictStr] = None  # default sqlite:///runs/hpo.db
+    artifacts: Optional[StrictStr] = None  # checkpoint folder; default runs/artifacts
+    seed: StrictInt = 0  # sampler seed and default training seed
+    backend: Literal["local", "ray"] = "local"
+    ray: RaySection = RaySection()

@@ -1,0 +1,139 @@
+"""Storage URLs -> Optuna storages, configured for many workers.
+
+- ``sqlite:///path.db`` (the embedded default, ``sqlite:///runs/hpo.db``): WAL journal, a 60 s busy
+  timeout and ``synchronous=NORMAL`` on every connection, so concurrent local workers and the
+  dashboard do not fail with "database is locked", and reads do not fsync.
+- ``postgresql+psycopg://user@host:port/db``: ``pool_pre_ping`` renews connections dropped during
+  long trials (or by a server restart). The password is never part of the URL, a YAML file or the
+  store: it comes from the environment, ``PGPASSWORD`` (libpq's own variable) or the variable named
+  by ``?password_env=NAME`` in the URL.
+- ``journal://path.log``: Optuna's JournalFileStorage (append-only file; no heartbeats).
+- any other SQLAlchemy URL is passed to :class:`optuna.storages.RDBStorage` as is.
+
+RDB storages get Optuna's heartbeat: a trial whose worker died (SIGKILL, lost machine) is marked
+FAIL after ``grace`` seconds without a heartbeat and re-enqueued with its parameters by
+:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from hpo.errors import UsageError
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5  # seconds between heartbeats of a running trial
+HEARTBEAT_GRACE = 20  # seconds without a heartbeat after which a trial is stale
+MAX_RETRY = 3  # times a stale trial is retried
+SQLITE_BUSY_TIMEOUT = 60.0
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`UsageError` for URLs that embed a password or have an unknown scheme."""
+    if "://" not in url:
+        raise UsageError(f"storage URL {url!r} must look like sqlite:///runs/hpo.db, postgresql+psycopg://user@host/db or journal://path.log")
+    parts = urlsplit(url)
+    if parts.password:
+        raise UsageError(
+            f"storage URL {redact(url)}: a password must not be written in the URL (it would end up in shell history, "
+            "YAML files and logs); set PGPASSWORD in the environment, or name a variable with ?password_env=NAME"
+        )
+
+
+def open_storage(url: str, *, heartbeat: bool = True) -> "optuna.storages.BaseStorage":
+    """Open (creating where needed) the storage at ``url``."""
+    import optuna
+
+    check_url(url)
+    scheme = url.split("://", 1)[0]
+    if scheme == "journal":
+        path = Path(url.split("://", 1)[1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    kwargs: dict = {}
+    engine_kwargs: dict = {}
+    if scheme.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine_kwargs["creator"] = _sqlite_creator(path)
+    elif scheme.startswith("postgresql"):
+        url, password = _postgres_password(url)
+        engine_kwargs["pool_pre_ping"] = True
+        if password is not None:
+            engine_kwargs["connect_args"] = {"password": password}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    import warnings
+
+    if heartbeat:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        kwargs.update(
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=HEARTBEAT_GRACE,
+            heartbeat_stale_trial_callback=retry,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite URL (None for in-memory)."""
+    rest = url.split("://", 1)[1]
+    if rest in ("", "/", "/:memory:"):
+        return None
+    return Path(rest[1:]) if rest.startswith("/") else Path(rest)
+
+
+def _sqlite_creator(path: Path):
+    import sqlite3
+
+    def connect():
+        conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        return conn
+
+    return connect
+
+
+def _postgres_password(url: str) -> tuple[str, str | None]:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    env = query.pop("password_env", None)
+    clean = urlunsplit(parts._replace(query=urlencode(query)))
+    if env is None:
+        return clean, None  # libpq reads PGPASSWORD (or ~/.pgpass) itself
+    if env not in os.environ:
+        raise UsageError(f"storage URL {redact(url)} names password_env={env}, but that environment variable is not set")
+    return clean, os.environ[env]
+
+
+def artifact_store(path: str | os.PathLike):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))

@@ -1,0 +1,67 @@
+"""Shared fixtures: small study files for the toy task, and running the CLI for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TOY_SPACE = """
+params:
+  lr: {type: float, low: 1e-3, high: 3e-2, log: true}
+  hidden: [8, 16]
+  use_second_modality: {type: bool}
+  fusion: {type: categorical, choices: [concat, gated, sum], when: use_second_modality}
+  dropout: {type: float, low: 0.0, high: 0.2, step: 0.1}
+derived:
+  batch_size: "2 * hidden"
+baselines:
+  current: {lr: 1.0e-2, hidden: 16, use_second_modality: true, fusion: concat, dropout: 0.0}
+  single_modality: {extends: current, use_second_modality: false}
+"""
+
+TOY_STUDY = """
+name: {name}
+task: {{family: toy, dataset: {{n_samples: 160}}}}
+space: space.yaml
+objectives: [val_mae]
+sampler: {{type: tpe, seed: 3, n_startup_trials: 3}}
+pruner: {{type: median, n_startup_trials: 2, n_warmup_steps: 1}}
+budget: {{n_trials: {n_trials}, max_epochs: 6}}
+training: {{epochs: 6, scheduler: cosine}}
+storage: sqlite:///{db}
+artifacts: {artifacts}
+"""
+
+
+@pytest.fixture
+def toy_study(tmp_path: Path):
+    """Write a toy study + space into tmp_path; returns a function taking overrides."""
+
+    def make(name: str = "toy", n_trials: int = 5, space: str = TOY_SPACE, extra: str = "") -> Path:
+        (tmp_path / "space.yaml").write_text(textwrap.dedent(space))
+        text = TOY_STUDY.format(name=name, n_trials=n_trials, db=tmp_path / "hpo.db", artifacts=tmp_path / "artifacts")
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text) + textwrap.dedent(extra))
+        return path
+
+    return make
+
+
+def hpo_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `hpo` command line in a subprocess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *map(str, args)],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
