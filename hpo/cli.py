@@ -252,6 +252,10 @@ def _print_summary(study, summary, opts) -> None:
         + (f", {b.rejected} rejected by constraints" if b.rejected else "")
         + (f", {b.rerun} re-run" if b.rerun else "")
         + f" in {_duration(summary.seconds)}")
+    c = summary.cache
+    if c is not None and c.lookups:
+        out(f"data cache: {c.misses} built ({c.build_seconds:.1f}s), {c.disk_hits} loaded from disk, {c.memory_hits} reused in memory"
+            f" (hit rate {c.hit_rate:.0%})")
     url = study.storage_url(opts.storage)
     if summary.best:
         ostudy = load_stored_study(url, summary.study_name)

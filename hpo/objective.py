@@ -124,14 +124,15 @@ class TrialObjective:
         from hpo.train import fit
 
         monitor = self.study.monitor
-        report = not self.study.multi_objective
+        report = not self.study.multi_objective  # Optuna cannot report multi-objective values
+        prune = report and self.study.spec.pruner.type != "none"
 
         def on_epoch(epoch: int, metrics: dict) -> None:
             if not report:
                 return
             value = metrics[monitor.metric]
             trial.report(value, epoch)
-            if trial.should_prune():
+            if prune and trial.should_prune():
                 raise Pruned(epoch, f"pruned at epoch {epoch}: {monitor.metric}={value:.5g} is worse than the pruner allows")
 
         return fit(

@@ -78,6 +78,7 @@ class RunSummary:
     seconds: float
     stopped_because: str
     best: list[dict] = field(default_factory=list)  # best (or Pareto-optimal) trials: number, values, baseline
+    cache: Any = None  # the data cache's CacheStats of an in-process run (None with worker processes)
 
 
 # ------------------------------------------------------------------------------ the store side
@@ -221,8 +222,10 @@ def run_worker(
     worker: int = 0,
     opts: RunOptions | None = None,
     on_trial: TrialCallback | None = None,
+    stats: dict | None = None,
 ) -> str:
-    """Run trials of the study in this process until the budget or the deadline; return why it stopped."""
+    """Run trials of the study in this process until the budget or the deadline; return why it
+    stopped. ``stats``, if given, receives the data cache's statistics under ``"cache"``."""
     import optuna
 
     from hpo.cache import DataCache
@@ -233,6 +236,8 @@ def run_worker(
     opts = opts or RunOptions()
     ostudy = create_or_load(study, storage_url, study_name, worker=worker)
     task = study.make_task(DataCache(opts.cache_dir))
+    if stats is not None:
+        stats["cache"] = task.cache.stats
     store = artifact_store(study.artifacts_dir(opts.artifacts)) if opts.checkpoints else None
     objective = TrialObjective(study, task, artifacts=store, device=opts.device)
     deadline = time.monotonic() + timeout if timeout else None
@@ -347,12 +352,14 @@ def run_study(
         p = placements[0]
         if p.gpu is not None and "CUDA_VISIBLE_DEVICES" not in os.environ and len(gpus) > 1:
             os.environ["CUDA_VISIBLE_DEVICES"] = p.gpu
-        stopped = run_worker(study, storage_url, study_name, n_trials=n_trials, timeout=timeout, opts=opts, on_trial=on_trial)
+        stats: dict = {}
+        stopped = run_worker(study, storage_url, study_name, n_trials=n_trials, timeout=timeout, opts=opts, on_trial=on_trial, stats=stats)
     else:
+        stats = {}
         stopped = _run_processes(study, raw, storage_url, study_name, n_trials, timeout, placements, opts, on_trial, poll_seconds)
 
     trials = ostudy.get_trials(deepcopy=False)
-    summary = RunSummary(study_name, redact(storage_url), budget_of(trials), time.monotonic() - t0, stopped)
+    summary = RunSummary(study_name, redact(storage_url), budget_of(trials), time.monotonic() - t0, stopped, cache=stats.get("cache"))
     for t in best_trials(ostudy):
         summary.best.append({"number": t.number, "values": t.values, "baseline": t.user_attrs.get("baseline")})
     return summary
