@@ -120,7 +120,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         with _progress() as progress:
             summary = run_study(study, opts, raw=raw, on_trial=_trial_printer(study, progress), on_start=_start_printer(study, progress))
     _print_summary(study, summary, opts)
+    _publish(study, summary, opts)
     return 0
+
+
+def _publish(study, summary, opts) -> None:
+    """Attach learning curves and the diagnosis to the study in optuna-dashboard (best effort)."""
+    try:
+        from hpo.export import load_stored_study
+        from hpo.report import publish_to_dashboard
+
+        publish_to_dashboard(load_stored_study(study.storage_url(opts.storage), summary.study_name))
+    except Exception as e:  # the study itself is complete and stored; say why the notes are missing
+        logger.warning("could not attach the learning curves to the dashboard: %s", e)
 
 
 def _worker_args(p: argparse.ArgumentParser) -> None:
@@ -476,6 +488,108 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     storage = open_storage(url, heartbeat=False)
     out(f"optuna-dashboard on {redact(url)}: http://{args.host}:{args.port}/  (Ctrl-C to stop)")
     run_server(storage, host=args.host, port=args.port, artifact_store=artifact_store(args.artifacts or DEFAULT_ARTIFACTS))
+    return 0
+
+
+# ------------------------------------------------------------------------------ report / narrow
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_name", metavar="STUDY", help="study name in the store")
+    p.add_argument("--storage", default=None, help="storage URL (default sqlite:///runs/hpo.db)")
+    p.add_argument("--out", help="HTML file (default runs/reports/STUDY.html)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not attach the curves and diagnosis to the study in optuna-dashboard")
+
+
+@command("report", "write a self-contained HTML report of a study (and attach curves + diagnosis to the dashboard)", _report_args)
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpo.export import load_stored_study
+    from hpo.report import build_report, publish_to_dashboard
+    from hpo.spec.load import DEFAULT_STORAGE
+    from hpo.storage import redact
+
+    url = args.storage or DEFAULT_STORAGE
+    ostudy = load_stored_study(url, args.study_name)
+    t0 = time.monotonic()
+    path = build_report(ostudy, args.out or f"runs/reports/{args.study_name}.html", redact(url))
+    out(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - t0:.1f}s")
+    if not args.no_dashboard:
+        publish_to_dashboard(ostudy)
+        out("attached the learning curves and the diagnosis note to the study (see them in `hpo dashboard`)")
+    return 0
+
+
+def _narrow_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_name", metavar="STUDY", help="study name in the store")
+    p.add_argument("--storage", default=None, help="storage URL (default sqlite:///runs/hpo.db)")
+    p.add_argument("--top", type=int, default=5, help="narrow around the N best trials")
+    p.add_argument("--margin", type=float, default=0.1, help="widen each narrowed range by this fraction of its spread")
+    p.add_argument("--out", required=True, help="the new search space file, e.g. search_spaces/x_phase2.yaml")
+
+
+@command("narrow", "write a search space narrowed around the top trials of a study (phase 2 of a plan)", _narrow_args)
+def cmd_narrow(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpo.export import load_stored_study
+    from hpo.narrow import narrow_space
+    from hpo.spec.load import DEFAULT_STORAGE, load_space
+    from hpo.tasks import get_task
+    from hpo.yaml_io import dump_yaml
+
+    url = args.storage or DEFAULT_STORAGE
+    ostudy = load_stored_study(url, args.study_name)
+    space, facts = narrow_space(ostudy, args.top, args.margin)
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# search space narrowed by `hpo narrow {args.study_name} --top {args.top} --margin {args.margin:g}`\n"
+    out_path.write_text(header + dump_yaml(space))
+    record = ostudy.user_attrs.get("fusion_hpo", {})
+    task_cls = get_task(record["spec"]["task"]["family"])
+    load_space(out_path, task_cls, record["spec"].get("training"))  # the new space must be valid
+    out(f"wrote {out_path}: narrowed around trials #{', #'.join(map(str, facts['top']))}")
+    for name, ch in facts["changed"].items():
+        out(f"  {name:<28s} {ch['from']}  ->  {ch['to']}")
+    if facts["unchanged"]:
+        out(f"  unchanged (inactive in the top trials): {', '.join(facts['unchanged'])}")
+    if facts["dropped_baselines"]:
+        out(f"  baselines outside the new ranges, dropped: {', '.join(facts['dropped_baselines'])}")
+    out(f"phase 2: point a copy of the study file at it (space: {out_path}) and `hpo run` it")
+    return 0
+
+
+def _reevaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_name", metavar="STUDY", help="study name in the store")
+    p.add_argument("--storage", default=None, help="storage URL (default sqlite:///runs/hpo.db)")
+    p.add_argument("--top", type=int, default=1, help="re-evaluate the K best configs")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per config (0 .. N-1)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the named baselines (plans)")
+    p.add_argument("--ensemble", action="store_true", help="also score the mean prediction of the best config's seed runs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+
+
+@command("reevaluate", "retrain the top configs and the plans with several seeds and score them on the test split", _reevaluate_args)
+def cmd_reevaluate(args: argparse.Namespace) -> int:
+    from hpo.export import load_stored_study
+    from hpo.reevaluate import reevaluate
+    from hpo.spec.load import DEFAULT_STORAGE
+
+    url = args.storage or DEFAULT_STORAGE
+    ostudy = load_stored_study(url, args.study_name)
+
+    def on_run(label: str, seed: int, test: dict) -> None:
+        out(f"  {label:<32s} seed {seed}: " + ", ".join(f"test_{k}={v:.5g}" for k, v in test.items() if v is not None))
+
+    res = reevaluate(ostudy, top=args.top, seeds=list(range(args.seeds)), baselines=not args.no_baselines,
+                     ensemble=args.ensemble, device=None if args.device in (None, "auto") else args.device, on_run=on_run)
+    out(f"\ntest split, mean ± std over {res['n_seeds']} seeds:")
+    for label, entry in res["configs"].items():
+        out(f"  {label:<32s} " + "  ".join(f"{m}={s['mean']:.5g}±{s['std']:.2g}" for m, s in entry["summary"].items()))
+    for c in res["comparisons"]:
+        if c["metric"] == res["monitor"].split("_", 1)[-1]:
+            verdict = "better (p < 0.05)" if c["significant"] else "not significantly better"
+            out(f"  {c['tuned']} vs {c['baseline']}: {c['metric']} {c['tuned_mean']:.5g} vs {c['baseline_mean']:.5g}, Welch p = {c['p_value']:.3g}: {verdict}")
+    if res.get("ensemble"):
+        out("  ensemble of the best config's seeds: " + ", ".join(f"{k}={v:.5g}" for k, v in res["ensemble"]["metrics"].items()))
+    out(f"stored with the study (user attr 'reevaluation'); `hpo report {args.study_name}` shows it")
     return 0
 
 

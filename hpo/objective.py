@@ -6,6 +6,7 @@ What a trial stores (all in the study store, so report, export and dashboard nee
   config (training defaults + fixed + overrides + sampled + derived + seed), i.e. what export writes;
 - the objective value(s) at the best epoch; intermediate values: the monitored val metric per epoch;
 - ``curves``: every train/val metric, lr and epoch time per epoch; ``metrics``: all at the best epoch;
+- ``diagnosis``: what :mod:`hpo.diagnose` reads in the curves (overfitting, plateau, wasted epochs, ...);
 - ``stop_reason`` (completed | early_stopped | pruned | diverged | constraint | invalid_config |
   failed | out_of_memory | interrupted) and ``stop_detail`` (a sentence), ``best_epoch``, ``epochs_run``,
   ``seconds``, ``n_params``, ``device``, ``threads``;
@@ -110,6 +111,7 @@ class TrialObjective:
         trial.set_user_attr("device", result.device)
         trial.set_user_attr("threads", torch.get_num_threads())
         self._stop(trial, result.stop_reason, result.stop_detail)
+        trial.set_user_attr("diagnosis", self._diagnose(result, config))
         if result.stop_reason in ("pruned", "diverged"):
             raise optuna.TrialPruned(result.stop_detail)
         missing = [o.metric for o in study.objectives if o.metric not in result.best]
@@ -146,6 +148,13 @@ class TrialObjective:
             device=self.device,
             keep_best_state=self.keep_checkpoints,
         )
+
+    def _diagnose(self, result, config: dict) -> list[dict]:
+        from hpo.diagnose import diagnose_curves
+
+        monitor = self.study.monitor
+        return diagnose_curves(result.curves, metric=monitor.metric.split("_", 1)[1], direction=monitor.direction,
+                               config=config, stop_reason=result.stop_reason)
 
     def _save_checkpoint(self, trial, result, config: dict, splits) -> None:
         import optuna
