@@ -71,7 +71,7 @@ def diagnose_curves(
     keys = set(config) | _default_keys()
     val = _series(curves.get(f"val_{metric}"))
     train = _series(curves.get(f"train_{metric}"))
-    epochs = _series(curves.get("epoch")) or [i + 1 for i in range(len(val))]
+    epochs = [int(e) for e in _series(curves.get("epoch")) if e is not None] or [i + 1 for i in range(len(val))]
     out: list[dict] = []
     sign = 1.0 if direction == "minimize" else -1.0
 

@@ -65,3 +65,39 @@ def hpo_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
         timeout=timeout,
         env=full_env,
     )
+
+
+def require(binary_or_reason: str, found: bool | None = None) -> None:
+    """Skip (with a reason) when a system component is missing; in CI (CI=true) fail instead,
+    because .ci/run installs every component the tests need."""
+    import shutil
+
+    ok = shutil.which(binary_or_reason) is not None if found is None else found
+    if ok:
+        return
+    msg = f"{binary_or_reason} is not available on this machine"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg + " (CI must install it: see .ci/run)")
+    pytest.skip(msg)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def chromium(*args: str, user_data_dir: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", *args],
+                          capture_output=True, text=True, timeout=timeout)
