@@ -72,6 +72,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts (overrides budget.timeout)")
     p.add_argument("--workers", type=int, help="local worker processes on the same store (default: one per GPU, else 1)")
     p.add_argument("--gpus", help="GPU ids to use, e.g. 0,1,3 (default: all visible; one trial per GPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores // workers)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="force the training device")
     p.add_argument("--artifacts", help="checkpoint folder (default: the study's artifacts, else runs/artifacts)")
     p.add_argument("--no-checkpoints", action="store_true", help="do not keep best checkpoints")
@@ -93,6 +94,7 @@ def _options(args: argparse.Namespace):
         device=None if getattr(args, "device", None) in (None, "auto") else args.device,
         artifacts=getattr(args, "artifacts", None),
         checkpoints=not getattr(args, "no_checkpoints", False),
+        threads=getattr(args, "threads", None),
     )
 
 

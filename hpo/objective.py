@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STOP_REASONS = (
+    "surplus",
     "completed",
     "early_stopped",
     "pruned",
@@ -59,6 +60,7 @@ class TrialObjective:
         device: str | None = None,
         max_epochs: int | None = None,
         keep_checkpoints: bool = True,
+        n_trials: int | None = None,
     ) -> None:
         self.study = study
         self.task = task
@@ -66,11 +68,21 @@ class TrialObjective:
         self.device = device
         self.max_epochs = max_epochs or study.spec.budget.max_epochs
         self.keep_checkpoints = keep_checkpoints and artifacts is not None
+        self.n_trials = n_trials  # the study's budget: a trial started past it (a race between workers) does not train
 
     def __call__(self, trial: "optuna.Trial") -> float | list[float]:
         import optuna
 
         study = self.study
+        if self.n_trials is not None:
+            from hpo.runner import budget_of
+
+            ahead = budget_of(trial.study.get_trials(deepcopy=False), before=trial.number)
+            if ahead.used + ahead.running >= self.n_trials:
+                detail = (f"surplus: the budget of {self.n_trials} trials was already taken by other workers when this "
+                          "trial started; it did not train and does not count")
+                self._stop(trial, "surplus", detail)
+                raise TrialFailed(detail)
         overrides = trial.user_attrs.get("overrides") or {}
         config = study.space.sample(trial, overrides)
         config.setdefault("seed", study.spec.seed)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RECORD_ATTR = "fusion_hpo"  # study user attr holding the study spec
-NOT_TRAINED = ("constraint", "invalid_config")  # stop reasons of trials rejected before training
+NOT_TRAINED = ("constraint", "invalid_config", "surplus")  # stop reasons of trials that did not train
 RERUN = ("interrupted",)  # stop reasons of trials that are run again
 
 
@@ -51,6 +51,7 @@ class RunOptions:
     artifacts: str | None = None  # checkpoint folder
     cache_dir: str = "runs/cache"  # processed data cache
     checkpoints: bool = True
+    threads: int | None = None  # torch CPU threads per worker (default: cores // workers)
 
 
 @dataclass
@@ -139,7 +140,8 @@ def prepare(study: "Study", ostudy: "optuna.Study") -> dict[str, Any]:
     return {"enqueued_baselines": enqueued, "requeued": requeued}
 
 
-def budget_of(trials: Sequence["FrozenTrial"]) -> Budget:
+def budget_of(trials: Sequence["FrozenTrial"], before: int | None = None) -> Budget:
+    """Count trials as the budget sees them (only those numbered below ``before``, if given)."""
     b = Budget()
     retried = set()
     for t in trials:
@@ -147,6 +149,8 @@ def budget_of(trials: Sequence["FrozenTrial"]) -> Budget:
         if "rerun_of" in t.user_attrs:
             retried.add(t.user_attrs["rerun_of"])
     for t in trials:
+        if before is not None and t.number >= before:
+            continue
         state, reason = t.state.name, t.user_attrs.get("stop_reason")
         if state == "RUNNING":
             b.running += 1
@@ -182,17 +186,19 @@ class Placement:
     threads: int
 
 
-def plan_workers(workers: int | None, gpus: Sequence[str], cpus: int) -> list[Placement]:
+def plan_workers(workers: int | None, gpus: Sequence[str], cpus: int, threads: int | None = None) -> list[Placement]:
     """One trial per GPU by default; CPU threads divided between workers.
 
     ``workers`` None means one per GPU (or 1 without GPUs). More workers than GPUs share GPUs round
-    robin; fewer use the first ones.
+    robin; fewer use the first ones. ``threads`` overrides the per-worker thread count.
     """
     gpus = [str(g) for g in gpus]
     n = workers if workers is not None else max(1, len(gpus))
     if n < 1:
         raise UsageError(f"--workers must be >= 1, but got {n}")
-    threads = max(1, cpus // n)
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, but got {threads}")
+    threads = threads or max(1, cpus // n)
     return [Placement(i, gpus[i % len(gpus)] if gpus else None, threads) for i in range(n)]
 
 
@@ -239,7 +245,7 @@ def run_worker(
     if stats is not None:
         stats["cache"] = task.cache.stats
     store = artifact_store(study.artifacts_dir(opts.artifacts)) if opts.checkpoints else None
-    objective = TrialObjective(study, task, artifacts=store, device=opts.device)
+    objective = TrialObjective(study, task, artifacts=store, device=opts.device, n_trials=n_trials)
     deadline = time.monotonic() + timeout if timeout else None
     max_failures = study.spec.budget.max_consecutive_failures
     failures = 0
@@ -252,19 +258,28 @@ def run_worker(
 
     from hpo.interrupt import check as check_interrupt
 
+    heartbeat = _has_heartbeat(ostudy)
     while True:
         check_interrupt()
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
         budget = budget_of(ostudy.get_trials(deepcopy=False))
-        if n_trials is not None and budget.used + budget.running >= n_trials:
+        if n_trials is not None and budget.used >= n_trials:
             return "budget"
+        if n_trials is not None and budget.used + budget.running >= n_trials and not budget.waiting:
+            if not heartbeat:
+                return "budget"  # without heartbeats a dead worker's trial cannot be detected: leave it
+            # the rest of the budget is running in other workers: wait until it finishes, or until a
+            # dead worker's trial goes stale and is re-queued (then run it here)
+            _fail_stale(ostudy)
+            time.sleep(WAIT_POLL_SECONDS)
+            continue
         sampler = ostudy.sampler
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(ostudy) and not budget.waiting:
             return "grid exhausted"
         last.clear()
         ostudy.optimize(objective, n_trials=1, catch=(TrialFailed, Exception), callbacks=[remember], gc_after_trial=False)
-        if last and last[0].state.name == "FAIL":
+        if last and last[0].state.name == "FAIL" and last[0].user_attrs.get("stop_reason") not in NOT_TRAINED:
             failures += 1
             if failures >= max_failures:
                 raise StudyAborted(
@@ -273,6 +288,24 @@ def run_worker(
                 )
         elif last:
             failures = 0
+
+
+WAIT_POLL_SECONDS = 1.0
+
+
+def _has_heartbeat(ostudy: "optuna.Study") -> bool:
+    get = getattr(ostudy._storage, "get_heartbeat_interval", None)
+    return bool(get and get())
+
+
+def _fail_stale(ostudy: "optuna.Study") -> None:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(ostudy)
 
 
 def _worker_main(payload: dict) -> None:
@@ -330,7 +363,7 @@ def run_study(
     if n_trials is None and timeout is None:
         raise UsageError(f"{study.file}: no budget: set budget.n_trials or budget.timeout, or pass --trials / --timeout")
     gpus = list(opts.gpus) if opts.gpus is not None else ([] if opts.device == "cpu" else visible_gpus())
-    placements = plan_workers(opts.workers, gpus, os.cpu_count() or 1)
+    placements = plan_workers(opts.workers, gpus, os.cpu_count() or 1, opts.threads)
 
     t0 = time.monotonic()
     ostudy = create_or_load(study, storage_url, study_name, heartbeat=True)
@@ -350,6 +383,10 @@ def run_study(
 
     if len(placements) == 1:
         p = placements[0]
+        if opts.threads:
+            import torch
+
+            torch.set_num_threads(opts.threads)
         if p.gpu is not None and "CUDA_VISIBLE_DEVICES" not in os.environ and len(gpus) > 1:
             os.environ["CUDA_VISIBLE_DEVICES"] = p.gpu
         stats: dict = {}

@@ -34,6 +34,8 @@ HEARTBEAT_INTERVAL = 5  # seconds between heartbeats of a running trial
 HEARTBEAT_GRACE = 20  # seconds without a heartbeat after which a trial is stale
 MAX_RETRY = 3  # times a stale trial is retried
 SQLITE_BUSY_TIMEOUT = 60.0
+RECONNECT_TIMEOUT = 300.0  # seconds a worker keeps retrying a store that went away (server restart)
+
 
 
 def redact(url: str) -> str:
@@ -85,6 +87,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> "optuna.storages.BaseSt
         engine_kwargs["pool_pre_ping"] = True
     import warnings
 
+    kwargs["reconnect_timeout"] = RECONNECT_TIMEOUT
     if heartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -96,7 +99,9 @@ def open_storage(url: str, *, heartbeat: bool = True) -> "optuna.storages.BaseSt
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        from hpo._rdb import ResilientRDBStorage
+
+        return ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -107,17 +112,20 @@ def sqlite_path(url: str) -> Path | None:
     return Path(rest[1:]) if rest.startswith("/") else Path(rest)
 
 
-def _sqlite_creator(path: Path):
-    import sqlite3
+class _sqlite_creator:
+    """Opens SQLite connections with WAL, NORMAL sync and a busy timeout (picklable, for workers)."""
 
-    def connect():
-        conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __call__(self):
+        import sqlite3
+
+        conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
         return conn
-
-    return connect
 
 
 def _postgres_password(url: str) -> tuple[str, str | None]:

@@ -101,3 +101,18 @@ def chromium(*args: str, user_data_dir: Path, timeout: float = 120) -> subproces
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (skipped with a reason when none can be started; never in CI)."""
+    from tests.pg import PostgresServer, pg_bin
+
+    require("postgresql (Debian package)", found=pg_bin() is not None)
+    try:
+        server = PostgresServer()
+    except Exception as e:  # no server could be started here: say why
+        require(f"a local PostgreSQL server ({e})", found=False)
+    os.environ.setdefault("PGPASSWORD", server.env()["PGPASSWORD"])
+    yield server
+    server.close()

@@ -151,3 +151,24 @@ def test_inactive_param_in_baseline_is_an_error(tmp_path):
                              "single: {extends: current, use_second_modality: false, fusion: sum}")
     lines = errors(tmp_path, space=space)
     assert any("baselines.single.fusion: is inactive in this baseline" in l for l in lines), lines
+
+
+def test_study_level_baselines_extend_the_space_ones(tmp_path):
+    study = STUDY + "baselines:\n  plan_a: {extends: current, dropout: 0.2, epochs: 3}\n"
+    s = load_study(write(tmp_path, study=study))
+    assert list(s.space.baselines)[-1] == "plan_a"
+    a = s.space.baselines["plan_a"]
+    assert a.params["dropout"] == 0.2 and a.params["fusion"] == "gated" and a.overrides == {"epochs": 3}
+    clash = STUDY + "baselines:\n  current: {lr: 1.0e-3, hidden: 16, depth: 1, use_second_modality: false, dropout: 0.0}\n"
+    lines = errors(tmp_path, study=clash)
+    assert any(l.endswith("study.yaml: baselines.current: is also a baseline of the search space (space.yaml); give it another name") or
+               "study.yaml: baselines.current: is also a baseline of the search space" in l for l in lines), lines
+    bad = STUDY + "baselines:\n  plan_b: {extends: current, dropout: 0.9}\n"
+    lines = errors(tmp_path, study=bad)
+    assert any("study.yaml: baselines.plan_b.dropout: must lie in params.dropout's range [0.0, 0.3] step 0.1" in l for l in lines), lines
+
+
+def test_dataset_errors_name_the_valid_keys_of_the_format(tmp_path):
+    lines = errors(tmp_path, study=STUDY.replace("dataset: {n_samples: 64}", "dataset: {n_sample: 64}"))
+    assert any("study.yaml: task.dataset.n_sample: is not a known key; valid keys here: format, n_samples, noise, seed (did you mean 'n_samples'?)" in l
+               for l in lines), lines

@@ -162,12 +162,14 @@ def _pick_model(ann: Any, node: Any) -> type[BaseModel] | None:
     if not models:
         return None
     if len(models) == 1:
-        return models[0]
-    tag = node.get("type") if isinstance(node, dict) else None
-    for m in models:
-        f = m.model_fields.get("type")
-        if f is not None and tag in typing.get_args(f.annotation):
-            return m
+        m = models[0]
+        return m.variant_for(node) if hasattr(m, "variant_for") else m
+    if not isinstance(node, dict):
+        return None
+    for m in models:  # the member whose Literal-typed tag field (type, format, ...) matches the data
+        for name, f in m.model_fields.items():
+            if typing.get_origin(f.annotation) is typing.Literal and node.get(name) in typing.get_args(f.annotation):
+                return m
     return None
 
 

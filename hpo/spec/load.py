@@ -182,7 +182,8 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
             problems.append(Problem(f"training.{key}", msg, key if key not in types.fields else value))
     space = None
     if space_spec is not None:
-        space = compile_space(space_spec, space_raw, task_cls, training, problems, file=space_fname, prefix=space_prefix)
+        space = compile_space(space_spec, space_raw, task_cls, training, problems, file=space_fname, prefix=space_prefix,
+                              extra_baselines=spec.baselines, extra_file=fname)
 
     if space is not None and not problems:
         try:  # the defaults themselves must make a valid config
@@ -261,7 +262,10 @@ def compile_space(
     *,
     file: str | None,
     prefix: str,
+    extra_baselines: Mapping[str, dict] | None = None,
+    extra_file: str | None = None,
 ) -> CompiledSpace | None:
+    """``extra_baselines`` are the study's own plans (reported against ``extra_file``)."""
     """Semantic checks of a structurally valid space; appends problems; returns the compiled space."""
     n_before = len(problems)
     known = task_cls.config_keys()
@@ -355,7 +359,19 @@ def compile_space(
     space = CompiledSpace(params, fixed, derived, constraints, {}, defaults=dict(training), implicit=implicit)
     if len(problems) > n_before:
         return None
-    space.baselines = _compile_baselines(spec, space, task_cls, types, add, known)
+    extra = dict(extra_baselines or {})
+
+    def add_study(path: str, message: str, got: Any = None, has_got: bool = True) -> None:
+        problems.append(Problem(path, message, got, has_got, file=extra_file))
+
+    for name in extra:
+        if name in spec.baselines:
+            add_study(f"baselines.{name}", f"is also a baseline of the search space ({file or 'inline'}); give it another name", has_got=False)
+    if len(problems) > n_before:
+        return None
+    raw_baselines = {**spec.baselines, **extra}
+    space.baselines = _compile_baselines(raw_baselines, space, task_cls, types, known,
+                                         lambda name: add_study if name in extra else add)
     if len(problems) > n_before:
         return None
     return space
@@ -416,8 +432,8 @@ def _check_param(name: str, p: Any, path: str, add, types: "_KeyTypes") -> bool:
     return n == 0
 
 
-def _compile_baselines(spec: SearchSpaceSpec, space: CompiledSpace, task_cls, types, add, known) -> dict[str, Baseline]:
-    raw = spec.baselines
+def _compile_baselines(raw: Mapping[str, dict], space: CompiledSpace, task_cls, types, known, adder) -> dict[str, Baseline]:
+    """``adder(name)`` is the problem reporter of the file the baseline is written in."""
     resolved: dict[str, dict] = {}
     explicit_keys: dict[str, set] = {}
     failed: set[str] = set()
@@ -430,6 +446,7 @@ def _compile_baselines(spec: SearchSpaceSpec, space: CompiledSpace, task_cls, ty
         values = dict(raw[name])
         parent_name = values.pop("extends", None)
         own = dict(values)
+        add = adder(name)
         if parent_name is not None:
             if parent_name not in raw:
                 add(f"baselines.{name}.extends", name_rule("baseline", parent_name, raw), parent_name)
@@ -457,6 +474,7 @@ def _compile_baselines(spec: SearchSpaceSpec, space: CompiledSpace, task_cls, ty
         values = resolve(name, ())
         if values is None:
             continue
+        add = adder(name)
         path = f"baselines.{name}"
         bad = False
         for key, value in values.items():

@@ -251,6 +251,7 @@ class StudySpec(Spec):
     pruner: PrunerSpec = MedianPruner(type="median")
     budget: BudgetSpec = BudgetSpec()
     training: dict[StrictStr, Any] = {}  # defaults for training keys (lowest precedence)
+    baselines: dict[StrictStr, dict[StrictStr, Any]] = {}  # the study's plans, in addition to the space's
     storage: Optional[StrictStr] = None  # default sqlite:///runs/hpo.db
     artifacts: Optional[StrictStr] = None  # checkpoint folder; default runs/artifacts
     seed: StrictInt = 0  # sampler seed and default training seed

@@ -19,7 +19,7 @@ Who calls what, and when (all in the worker process, single-threaded):
 6. ``step(model, batch, train=...)`` -> :class:`StepOutput` for a batch already on the device. In
    train mode it may apply augmentation; ``loss`` includes any auxiliary loss.
 7. ``compute_metrics(pred, target)`` on the concatenated outputs of one split -> ``{name: float}``
-   with at least the names in ``metrics``.
+   with the names in ``metrics`` that apply to the config.
 
 Config keys: the flat config of a trial is split between :class:`hpo.train.TrainConfig`, the task's
 ``ModelConfig`` and ``DataConfig`` (dataclasses, with distinct field names) and ``lr_<group>`` for each
@@ -61,9 +61,29 @@ DataPath = Annotated[Path, AfterValidator(_resolve_data_path)]
 
 
 class DatasetSpec(BaseModel):
-    """Base of a task's ``task.dataset`` section. Subclasses add ``format`` and its fields."""
+    """Base of a task's ``task.dataset`` section. Subclasses add ``format`` and its fields.
+
+    A family with several formats declares one subclass per format with ``format: Literal["name"]``
+    and makes its task's ``DatasetSpec`` validate as the union of them; :meth:`variant_for` names the
+    subclass that validates a given mapping (error messages use it to list that format's keys).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def variant_for(cls, data: Any) -> type["DatasetSpec"]:
+        """The (sub)class whose literal ``format`` is ``data["format"]``, else this class."""
+        import typing
+
+        fmt = data.get("format") if isinstance(data, dict) else None
+        stack: list[type] = [cls]
+        while stack:
+            c = stack.pop()
+            f = c.model_fields.get("format")
+            if f is not None and typing.get_origin(f.annotation) is typing.Literal and fmt in typing.get_args(f.annotation):
+                return c
+            stack.extend(c.__subclasses__())
+        return cls
 
 
 @dataclass
@@ -164,7 +184,9 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def compute_metrics(self, pred: Any, target: Any) -> dict[str, float]:
-        """Metrics over a whole split from concatenated predictions and targets."""
+        """Metrics over a whole split from concatenated predictions and targets: the names in
+        ``metrics`` that apply to this config (e.g. no 12-step horizon metric when the model
+        predicts 6 steps). An objective naming a metric a trial does not produce fails that trial."""
 
     def group_parameters(self, model: "torch.nn.Module") -> dict[str, list]:
         """Parameters by group for layer-wise learning rates.

@@ -1,0 +1,170 @@
+"""From raw records to cached arrays: graphs, line graphs, descriptions, the split and token ids.
+
+Two cache entries per dataset, so a study builds graphs once:
+
+1. *structures* (expensive): every usable record's atom graph, line graph and description, keyed by
+   the input files' content digest, the target and the graph/description settings.
+2. *split* (cheap): the split indices, the vocabulary of the training descriptions, every
+   description's token ids and the training target statistics, keyed by entry 1's key plus the split
+   and tokenisation settings.
+
+Both are plain numpy arrays and lists (ragged per-structure arrays are concatenated, with offsets),
+which pickle fast and do not depend on the torch / PyG version.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict
+from typing import Any, Optional
+
+import numpy as np
+
+from hpo.errors import DataError
+from models.crystal_text.config import CrystalDataConfig
+from models.crystal_text.data import CrystalTextDataset, RawStructure, parse_target
+from models.crystal_text.graphs import build_crystal_graph
+from models.crystal_text.text import build_vocab, describe, encode, tokenize
+
+logger = logging.getLogger(__name__)
+
+#: bump when the content of cached entries changes
+PROCESSING_VERSION = 1
+_SPLIT_FIELDS = ("val_fraction", "test_fraction", "split_seed", "max_samples")
+_STRUCTURE_SETTINGS = ("cutoff", "max_neighbors", "description_source", "symprec", "coordination_tolerance")
+_TOKEN_SETTINGS = ("max_text_tokens", "min_token_freq", "max_vocab_size", "lowercase")
+
+
+def structures_key(spec: CrystalTextDataset, target: Optional[str], digest: str, data_cfg: CrystalDataConfig) -> dict:
+    """Everything the structures entry depends on. Paths are left out: the digest covers content."""
+    reading = {k: v for k, v in spec.model_dump(mode="json").items() if k not in _SPLIT_FIELDS}
+    for k in ("path", "files", "targets", "descriptions"):
+        reading.pop(k, None)
+    return {
+        "version": PROCESSING_VERSION,
+        "reading": reading,
+        "digest": digest,
+        "target": target,
+        "settings": {k: getattr(data_cfg, k) for k in _STRUCTURE_SETTINGS},
+    }
+
+
+def split_key(structures: dict, spec: CrystalTextDataset, data_cfg: CrystalDataConfig) -> dict:
+    return {
+        "structures": structures,
+        "split": {k: getattr(spec, k) for k in _SPLIT_FIELDS},
+        "tokens": {k: getattr(data_cfg, k) for k in _TOKEN_SETTINGS},
+    }
+
+
+def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: CrystalDataConfig) -> dict[str, Any]:
+    """Read every record, drop those without a usable target, build graphs and descriptions."""
+    ids, targets, descriptions = [], [], []
+    numbers, edge_index, edge_vec, lg_index, lg_cos = [], [], [], [], []
+    n_nodes, n_edges, n_lg = [], [], []
+    skipped, grown, from_data, n_read = 0, 0, 0, 0
+    for rec in spec.records(target):
+        n_read += 1
+        y = parse_target(rec.target)
+        if y is None:
+            skipped += 1
+            continue
+        g = _graph(rec, data_cfg)
+        grown += g.cutoff > data_cfg.cutoff
+        text = rec.description if data_cfg.description_source != "generated" else None
+        if text is None and data_cfg.description_source == "data":
+            raise DataError(f"record {rec.id!r} has no description, but description_source is 'data'")
+        if text is None:
+            text = describe(rec.numbers, rec.positions, rec.cell, rec.pbc, g.edge_index, g.distances,
+                            symprec=data_cfg.symprec, coordination_tolerance=data_cfg.coordination_tolerance)
+        else:
+            from_data += 1
+        ids.append(rec.id)
+        targets.append(y)
+        descriptions.append(text)
+        numbers.append(g.numbers)
+        edge_index.append(g.edge_index)
+        edge_vec.append(g.edge_vec)
+        lg_index.append(g.lg_index)
+        lg_cos.append(g.lg_cos)
+        n_nodes.append(len(g.numbers))
+        n_edges.append(g.edge_index.shape[1])
+        n_lg.append(g.lg_index.shape[1])
+        if len(ids) % 5000 == 0:
+            logger.info("built graphs of %d structures", len(ids))
+    if skipped:
+        logger.warning("skipped %d of %d records whose target %r is missing (na, null or NaN)", skipped, n_read, target)
+    if not ids:
+        raise DataError(f"no record has a usable value of the target {target!r} ({n_read} read, {skipped} skipped)")
+    if grown:
+        logger.info("%d of %d structures needed a cutoff above %.1f Å to give every atom %d neighbours",
+                    grown, len(ids), data_cfg.cutoff, data_cfg.max_neighbors)
+    return {
+        "ids": ids,
+        "targets": np.asarray(targets, dtype=np.float64),
+        "descriptions": descriptions,
+        "numbers": np.concatenate(numbers),
+        "node_ptr": _ptr(n_nodes),
+        "edge_index": np.concatenate(edge_index, axis=1),
+        "edge_vec": np.concatenate(edge_vec),
+        "edge_ptr": _ptr(n_edges),
+        "lg_index": np.concatenate(lg_index, axis=1),
+        "lg_cos": np.concatenate(lg_cos),
+        "lg_ptr": _ptr(n_lg),
+        "stats": {"read": n_read, "skipped_missing_target": skipped, "cutoff_grown": int(grown),
+                  "descriptions_from_data": from_data},
+    }
+
+
+def _graph(rec: RawStructure, data_cfg: CrystalDataConfig):
+    if len(rec.numbers) == 0:
+        raise DataError(f"record {rec.id!r} has no atoms")
+    try:
+        return build_crystal_graph(rec.numbers, rec.positions, rec.cell, rec.pbc,
+                                   cutoff=data_cfg.cutoff, max_neighbors=data_cfg.max_neighbors)
+    except ValueError as e:
+        raise DataError(f"record {rec.id!r}: {e}") from None
+
+
+def _ptr(counts: list[int]) -> np.ndarray:
+    return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+
+
+def split_indices(n: int, spec: CrystalTextDataset) -> dict[str, np.ndarray]:
+    """ALIGNN-style random split: shuffle with ``split_seed``, then val and test take ``floor(f * n)``
+    samples each (at least one when the fraction is > 0), train the rest."""
+    rng = np.random.default_rng(spec.split_seed)
+    order = rng.permutation(n)
+    if spec.max_samples is not None and spec.max_samples < n:
+        order = order[: spec.max_samples]
+        n = len(order)
+    n_val = max(1, math.floor(spec.val_fraction * n)) if spec.val_fraction > 0 else 0
+    n_test = max(1, math.floor(spec.test_fraction * n)) if spec.test_fraction > 0 else 0
+    if n - n_val - n_test < 1:
+        raise DataError(f"{n} samples are too few for val_fraction {spec.val_fraction} and test_fraction {spec.test_fraction}")
+    return {
+        "train": np.sort(order[: n - n_val - n_test]),
+        "val": np.sort(order[n - n_val - n_test : n - n_test]),
+        "test": np.sort(order[n - n_test :]),
+    }
+
+
+def build_split(structures: dict, spec: CrystalTextDataset, data_cfg: CrystalDataConfig) -> dict[str, Any]:
+    """Split, vocabulary (training descriptions only), token ids and the training target statistics."""
+    parts = split_indices(len(structures["ids"]), spec)
+    tokens = [tokenize(t, data_cfg.lowercase) for t in structures["descriptions"]]
+    vocab = build_vocab((tokens[i] for i in parts["train"]), min_freq=data_cfg.min_token_freq, max_size=data_cfg.max_vocab_size)
+    index = {t: i for i, t in enumerate(vocab)}
+    ids = [encode(t, index, data_cfg.max_text_tokens) for t in tokens]
+    y = structures["targets"][parts["train"]]
+    std = float(y.std()) if len(y) > 1 else 1.0
+    return {
+        "parts": parts,
+        "vocab": vocab,
+        "token_ids": np.concatenate(ids),
+        "token_ptr": _ptr([len(t) for t in ids]),
+        "target_mean": float(y.mean()),
+        "target_std": std if std > 1e-12 else 1.0,
+        "data_config": asdict(data_cfg),
+    }
