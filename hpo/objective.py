@@ -9,7 +9,7 @@ What a trial stores (all in the study store, so report, export and dashboard nee
 - ``diagnosis``: what :mod:`hpo.diagnose` reads in the curves (overfitting, plateau, wasted epochs, ...);
 - ``stop_reason`` (completed | early_stopped | pruned | diverged | constraint | invalid_config |
   failed | out_of_memory | interrupted) and ``stop_detail`` (a sentence), ``best_epoch``, ``epochs_run``,
-  ``seconds``, ``n_params``, ``device``, ``threads``;
+  ``seconds``, ``n_params``, ``device``, ``threads``, ``worker`` (host:pid);
 - ``checkpoint``: the artifact id of the best epoch's weights + config (Optuna artifact store).
 
 Constraint violations and configs the model rejects are PRUNED before any training (samplers then
@@ -33,6 +33,13 @@ if TYPE_CHECKING:
     from hpo.tasks.base import Task
 
 logger = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this worker (stored with each trial: which machine and process ran it)."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 STOP_REASONS = (
     "surplus",
@@ -83,6 +90,7 @@ class TrialObjective:
                           "trial started; it did not train and does not count")
                 self._stop(trial, "surplus", detail)
                 raise TrialFailed(detail)
+        trial.set_user_attr("worker", worker_id())
         overrides = trial.user_attrs.get("overrides") or {}
         config = study.space.sample(trial, overrides)
         config.setdefault("seed", study.spec.seed)

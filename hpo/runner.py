@@ -89,7 +89,9 @@ def create_or_load(study: "Study", storage_url: str, study_name: str, *, worker:
 
     from hpo.search import build_pruner, build_sampler
 
-    storage = open_storage(storage_url, heartbeat=heartbeat)
+    ft = study.spec.fault_tolerance
+    storage = open_storage(storage_url, heartbeat=heartbeat, heartbeat_interval=ft.heartbeat_interval,
+                           grace_period=ft.grace_period, max_retry=ft.max_retry)
     directions = study.directions
     try:
         existing = optuna.load_study(study_name=study_name, storage=storage)

@@ -59,8 +59,10 @@ def check_url(url: str) -> None:
         )
 
 
-def open_storage(url: str, *, heartbeat: bool = True) -> "optuna.storages.BaseStorage":
-    """Open (creating where needed) the storage at ``url``."""
+def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = HEARTBEAT_GRACE, max_retry: int = MAX_RETRY) -> "optuna.storages.BaseStorage":
+    """Open (creating where needed) the storage at ``url``; RDB storages get heartbeats unless
+    ``heartbeat`` is false (readers: status, export, dashboard)."""
     import optuna
 
     check_url(url)
@@ -91,10 +93,10 @@ def open_storage(url: str, *, heartbeat: bool = True) -> "optuna.storages.BaseSt
     if heartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         kwargs.update(
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=HEARTBEAT_GRACE,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
             heartbeat_stale_trial_callback=retry,
         )
     with warnings.catch_warnings():

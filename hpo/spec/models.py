@@ -241,6 +241,12 @@ class RaySection(Spec):
     reduction_factor: StrictInt = Field(3, ge=2)
 
 
+class FaultToleranceSection(Spec):
+    heartbeat_interval: StrictInt = Field(5, ge=1)  # seconds between heartbeats of a running trial
+    grace_period: StrictInt = Field(20, ge=2)  # seconds without heartbeat before a trial counts as dead
+    max_retry: StrictInt = Field(3, ge=0)  # times a dead worker's trial is re-run with its parameters
+
+
 class StudySpec(Spec):
     name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     description: Optional[StrictStr] = None
@@ -257,3 +263,4 @@ class StudySpec(Spec):
     seed: StrictInt = 0  # sampler seed and default training seed
     backend: Literal["local", "ray"] = "local"
     ray: RaySection = RaySection()
+    fault_tolerance: FaultToleranceSection = FaultToleranceSection()

@@ -1,0 +1,149 @@
+"""One contract, every storage: SQLite (the default), Optuna's journal file, and PostgreSQL."""
+
+import os
+import sqlite3
+
+import optuna
+import pytest
+import torch
+
+from hpo.errors import UsageError
+from hpo.runner import RunOptions, budget_of, run_study
+from hpo.spec import load_study
+from hpo.storage import check_url, open_storage, redact
+
+STUDY = """
+name: contract
+task: {{family: toy, dataset: {{n_samples: 96}}}}
+space:
+  params:
+    lr: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
+    hidden: [8, 16]
+  baselines:
+    b: {{lr: 5.0e-3, hidden: 8}}
+objectives: [val_mae]
+sampler: {{type: tpe, seed: 0, n_startup_trials: 2}}
+pruner: {{type: median, n_startup_trials: 1}}
+budget: {{n_trials: {n}}}
+training: {{epochs: 3}}
+storage: {url}
+artifacts: {artifacts}
+"""
+
+
+@pytest.fixture(params=["sqlite", "journal", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'c.db'}"
+    if request.param == "journal":
+        return f"journal://{tmp_path / 'c.log'}"
+    pg = request.getfixturevalue("postgres")
+    os.environ.update(pg.env())
+    # a fresh database per test keeps studies apart
+    name = f"c{abs(hash(str(tmp_path))) % 10**8}"
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=hpo dbname=postgres", autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    return pg.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_run_resume_export_contract(storage_url, tmp_path):
+    def study(n):
+        p = tmp_path / "s.yaml"
+        p.write_text(STUDY.format(n=n, url=storage_url, artifacts=tmp_path / "art"))
+        return load_study(p)
+
+    run_study(study(3), RunOptions(cache_dir=str(tmp_path / "cache")))
+    run_study(study(4), RunOptions(cache_dir=str(tmp_path / "cache")))  # resume to a larger budget
+    st = optuna.load_study(study_name="contract", storage=open_storage(storage_url, heartbeat=False))
+    trials = st.get_trials()
+    assert budget_of(trials).used == 4 and len(trials) == 4
+    assert [t.user_attrs.get("baseline") for t in trials].count("b") == 1
+    assert all(t.user_attrs["curves"]["val_mae"] for t in trials)
+    assert st.user_attrs["fusion_hpo"]["spec"]["name"] == "contract"
+    from hpo.export import exported, select_trials
+
+    doc = exported(st, select_trials(st)[0], storage_url)
+    assert doc["config"]["epochs"] == 3 and doc["task"]["family"] == "toy"
+
+
+def test_sqlite_is_configured_for_concurrent_workers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    st = open_storage(url)
+    optuna.create_study(storage=st, study_name="x")
+    with sqlite3.connect(tmp_path / "w.db") as c:
+        assert c.execute("pragma journal_mode").fetchone()[0] == "wal"
+    conn = st.engine.raw_connection()
+    try:
+        cur = conn.cursor()
+        assert cur.execute("pragma synchronous").fetchone()[0] == 1  # NORMAL: no fsync per transaction
+        assert cur.execute("pragma busy_timeout").fetchone()[0] >= 30000
+    finally:
+        conn.close()
+
+
+def test_urls_with_passwords_are_refused_and_redacted():
+    with pytest.raises(UsageError, match="PGPASSWORD"):
+        check_url("postgresql+psycopg://hpo:hunter2@db/hpo")
+    assert "hunter2" not in redact("postgresql+psycopg://hpo:hunter2@db/hpo")
+    with pytest.raises(UsageError, match="must look like"):
+        check_url("runs/hpo.db")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_postgres_password_comes_from_the_environment(postgres, monkeypatch):
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with pytest.raises(Exception, match="password"):
+        optuna.create_study(storage=open_storage(postgres.url), study_name="nopw")
+    monkeypatch.setenv("HPO_TEST_DB_PW", postgres.env()["PGPASSWORD"])
+    st = open_storage(postgres.url + "?password_env=HPO_TEST_DB_PW")
+    optuna.create_study(storage=st, study_name="pw_from_env", load_if_exists=True)
+    assert "pw_from_env" in [s.study_name for s in optuna.get_all_study_summaries(st)]
+
+
+@pytest.mark.slow
+def test_four_workers_on_sqlite_without_database_is_locked(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text(STUDY.format(n=100, url=f"sqlite:///{tmp_path / 'four.db'}", artifacts=tmp_path / "art")
+                 .replace("epochs: 3", "epochs: 1").replace("n_samples: 96", "n_samples: 32"))
+    from hpo.spec.load import apply_sets
+    from hpo.yaml_io import load_yaml
+
+    summary = run_study(load_study(p), RunOptions(workers=4, cache_dir=str(tmp_path / "cache"), checkpoints=False),
+                        raw=apply_sets(load_yaml(p), [], str(p)), poll_seconds=0.5)
+    st = optuna.load_study(study_name="contract", storage=open_storage(f"sqlite:///{tmp_path / 'four.db'}", heartbeat=False))
+    trials = st.get_trials()
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    locked = [t for t in failed if "locked" in (t.system_attrs.get("fail_reason", "") + t.user_attrs.get("stop_detail", ""))]
+    assert not locked
+    # the only failures allowed: workers that raced for the last slots of the budget (never trained, not counted)
+    assert all(t.user_attrs.get("stop_reason") == "surplus" and "curves" not in t.user_attrs for t in failed)
+    assert budget_of(trials).used == 100 and summary.budget.used == 100
+    assert len({t.user_attrs["worker"] for t in trials}) == 4  # four processes really served trials
+
+
+def test_out_of_memory_is_recorded_and_the_worker_keeps_serving(tmp_path):
+    from hpo.tasks import TASKS, get_task, register_task
+
+    Toy = get_task("toy")
+    if "toy_oom" not in TASKS:
+
+        @register_task("toy_oom")
+        class OomTask(Toy):
+            def build_model(self, cfg, splits):
+                if cfg.hidden == 16:
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+                return super().build_model(cfg, splits)
+
+    p = tmp_path / "s.yaml"
+    text = STUDY.format(n=4, url=f"sqlite:///{tmp_path / 'oom.db'}", artifacts=tmp_path / "art").replace("family: toy", "family: toy_oom")
+    text = text.replace("b: {lr: 5.0e-3, hidden: 8}", "b: {lr: 5.0e-3, hidden: 16}\n    c: {lr: 5.0e-3, hidden: 8}")
+    p.write_text(text)
+    study = load_study(p)
+    run_study(study, RunOptions(cache_dir=str(tmp_path / "cache")))
+    trials = optuna.load_study(study_name="contract", storage=open_storage(study.storage_url(), heartbeat=False)).get_trials()
+    oom = [t for t in trials if t.user_attrs.get("stop_reason") == "out_of_memory"]
+    assert oom and all(t.state.name == "FAIL" and "out of memory" in t.user_attrs["stop_detail"] for t in oom)
+    assert any(t.state.name == "COMPLETE" for t in trials)  # the same worker went on serving
