@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if backend == "ray":
         from hpo.backends.ray_backend import run_ray
 
-        summary = run_ray(study, opts, address=args.address, on_trial=_trial_printer(study), on_start=_start_printer(study))
+        summary = run_ray(study, opts, address=args.address, raw=raw, on_trial=_trial_printer(study), on_start=_start_printer(study))
     else:
         from hpo.runner import run_study
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import Pruned, TrialFailed
@@ -55,6 +56,58 @@ STOP_REASONS = (
 )
 
 
+class TrialHandle:
+    """What a trial body needs from "its trial", whichever backend runs it.
+
+    Locally it is the live ``optuna.Trial`` (:class:`OptunaHandle`); under Ray Tune the trial lives in
+    the driver, and the worker writes to the store by trial id and reports to Tune
+    (``hpo.backends.ray_backend.RayHandle``).
+    """
+
+    number: int
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def report(self, value: float, epoch: int, metrics: dict) -> bool:
+        """Report the monitored value of an epoch; return True if the trial should be pruned."""
+        raise NotImplementedError
+
+    def upload(self, artifacts: Any, path: str) -> str:
+        """Store a file as an artifact of this trial; return its id."""
+        raise NotImplementedError
+
+
+class OptunaHandle(TrialHandle):
+    def __init__(self, trial: "optuna.Trial", report: bool, prune: bool) -> None:
+        self.trial, self.number = trial, trial.number
+        self._report, self._prune = report, prune
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.trial.set_user_attr(key, value)
+
+    def report(self, value: float, epoch: int, metrics: dict) -> bool:
+        if not self._report:  # Optuna cannot report multi-objective values
+            return False
+        self.trial.report(value, epoch)
+        return self._prune and self.trial.should_prune()
+
+    def upload(self, artifacts: Any, path: str) -> str:
+        import optuna
+
+        return optuna.artifacts.upload_artifact(artifact_store=artifacts, file_path=path, study_or_trial=self.trial,
+                                                mimetype="application/octet-stream")
+
+
+@dataclass
+class Outcome:
+    """How a trial ended: COMPLETE with its values, PRUNED or FAIL with the reason."""
+
+    state: str  # COMPLETE | PRUNED | FAIL
+    values: list[float] | None = None
+    detail: str = ""
+
+
 class TrialObjective:
     """Callable objective for ``optuna.Study.optimize``; one per worker process."""
 
@@ -80,7 +133,6 @@ class TrialObjective:
     def __call__(self, trial: "optuna.Trial") -> float | list[float]:
         import optuna
 
-        study = self.study
         if self.n_trials is not None:
             from hpo.runner import budget_of
 
@@ -88,73 +140,74 @@ class TrialObjective:
             if ahead.used + ahead.running >= self.n_trials:
                 detail = (f"surplus: the budget of {self.n_trials} trials was already taken by other workers when this "
                           "trial started; it did not train and does not count")
-                self._stop(trial, "surplus", detail)
+                _stop(trial, "surplus", detail)
                 raise TrialFailed(detail)
-        trial.set_user_attr("worker", worker_id())
-        overrides = trial.user_attrs.get("overrides") or {}
-        config = study.space.sample(trial, overrides)
-        config.setdefault("seed", study.spec.seed)
+        config = self.sample(trial)
+        report = not self.study.multi_objective
+        handle = OptunaHandle(trial, report=report, prune=report and self.study.spec.pruner.type != "none")
+        outcome = self.run_config(handle, config)
+        if outcome.state == "PRUNED":
+            raise optuna.TrialPruned(outcome.detail)
+        if outcome.state == "FAIL":
+            raise TrialFailed(outcome.detail)
+        return outcome.values[0] if len(outcome.values) == 1 else outcome.values
+
+    def sample(self, trial: "optuna.Trial") -> dict:
+        """The trial's full config: sampled (define-by-run) on the trial, with the epoch cap applied."""
+        config = self.study.space.sample(trial, trial.user_attrs.get("overrides") or {})
+        config.setdefault("seed", self.study.spec.seed)
         if self.max_epochs and config.get("epochs", self.task.config_fields()["epochs"][1].default) > self.max_epochs:
             config["epochs"] = self.max_epochs  # the cap is part of what trained (schedules depend on it)
-        trial.set_user_attr("config", config)
+        return config
 
+    def run_config(self, handle: TrialHandle, config: dict) -> Outcome:
+        """Check, train and record one config on ``handle``; the body shared by every backend."""
+        study = self.study
+        handle.set_user_attr("worker", worker_id())
+        handle.set_user_attr("config", config)
         violated = study.space.violated(config)
         if violated:
-            self._stop(trial, "constraint", "constraint violated: " + "; ".join(violated))
-            raise optuna.TrialPruned(f"constraint violated: {'; '.join(violated)}")
+            return _stop(handle, "constraint", "constraint violated: " + "; ".join(violated), "PRUNED")
         try:
             train_cfg, model_cfg, data_cfg = self.task.split_config(config)
         except (ValueError, TypeError, KeyError) as e:
-            self._stop(trial, "invalid_config", f"invalid config: {e}")
-            raise optuna.TrialPruned(f"invalid config: {e}") from None
-
+            return _stop(handle, "invalid_config", f"invalid config: {e}", "PRUNED")
         try:
             splits = self.task.load(data_cfg)
             with splits.locked_test():
-                result = self._fit(trial, splits, train_cfg, model_cfg)
+                result = self._fit(handle, splits, train_cfg, model_cfg)
         except KeyboardInterrupt:
-            self._stop(trial, "interrupted", "interrupted (Ctrl-C); it is run again when the study resumes")
+            _stop(handle, "interrupted", "interrupted (Ctrl-C); it is run again when the study resumes")
             raise
         except Exception as e:
             reason, detail = _failure(e)
-            self._stop(trial, reason, detail)
-            raise TrialFailed(detail) from e
+            return _stop(handle, reason, detail, "FAIL")
 
         import torch
 
-        trial.set_user_attr("curves", result.curves)
-        trial.set_user_attr("metrics", result.best)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("seconds", round(result.seconds, 3))
-        trial.set_user_attr("n_params", result.n_params)
-        trial.set_user_attr("device", result.device)
-        trial.set_user_attr("threads", torch.get_num_threads())
-        self._stop(trial, result.stop_reason, result.stop_detail)
-        trial.set_user_attr("diagnosis", self._diagnose(result, config))
+        for key, value in (("curves", result.curves), ("metrics", result.best), ("best_epoch", result.best_epoch),
+                           ("epochs_run", result.epochs_run), ("seconds", round(result.seconds, 3)),
+                           ("n_params", result.n_params), ("device", result.device), ("threads", torch.get_num_threads()),
+                           ("diagnosis", self._diagnose(result, config))):
+            handle.set_user_attr(key, value)
+        _stop(handle, result.stop_reason, result.stop_detail)
         if result.stop_reason in ("pruned", "diverged"):
-            raise optuna.TrialPruned(result.stop_detail)
+            return Outcome("PRUNED", detail=result.stop_detail)
         missing = [o.metric for o in study.objectives if o.metric not in result.best]
         if not result.best or missing:
-            raise TrialFailed(f"no value for objective(s) {', '.join(missing) or 'all'}: no epoch was evaluated")
+            return Outcome("FAIL", detail=f"no value for objective(s) {', '.join(missing) or 'all'}: no epoch was evaluated")
         if self.keep_checkpoints and result.best_state is not None:
-            self._save_checkpoint(trial, result, config, splits)
-        values = [float(result.best[o.metric]) for o in study.objectives]
-        return values[0] if len(values) == 1 else values
+            self._save_checkpoint(handle, result, config, splits)
+        return Outcome("COMPLETE", values=[float(result.best[o.metric]) for o in study.objectives])
 
-    def _fit(self, trial, splits, train_cfg, model_cfg):
+    def _fit(self, handle: TrialHandle, splits, train_cfg, model_cfg):
         from hpo.train import fit
 
         monitor = self.study.monitor
-        report = not self.study.multi_objective  # Optuna cannot report multi-objective values
-        prune = report and self.study.spec.pruner.type != "none"
 
         def on_epoch(epoch: int, metrics: dict) -> None:
-            if not report:
-                return
             value = metrics[monitor.metric]
-            trial.report(value, epoch)
-            if prune and trial.should_prune():
+            if handle.report(value, epoch, metrics):
                 raise Pruned(epoch, f"pruned at epoch {epoch}: {monitor.metric}={value:.5g} is worse than the pruner allows")
 
         return fit(
@@ -176,15 +229,14 @@ class TrialObjective:
         return diagnose_curves(result.curves, metric=monitor.metric.split("_", 1)[1], direction=monitor.direction,
                                config=config, stop_reason=result.stop_reason)
 
-    def _save_checkpoint(self, trial, result, config: dict, splits) -> None:
-        import optuna
+    def _save_checkpoint(self, handle: TrialHandle, result, config: dict, splits) -> None:
         import torch
 
         payload = {
             "format": 1,
             "task": self.task.name,
             "study": self.study.name,
-            "trial": trial.number,
+            "trial": handle.number,
             "dataset": self.study.record.get("dataset"),
             "target": self.study.spec.task.target,
             "config": config,
@@ -193,21 +245,19 @@ class TrialObjective:
             "model_state": result.best_state,
             "extras": self.task.checkpoint_extras(splits),
         }
-        fd, path = tempfile.mkstemp(prefix=f"trial{trial.number}-", suffix=".pt")
+        fd, path = tempfile.mkstemp(prefix=f"trial{handle.number}-", suffix=".pt")
         os.close(fd)
         try:
             torch.save(payload, path)
-            artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=self.artifacts, file_path=path, study_or_trial=trial, mimetype="application/octet-stream"
-            )
-            trial.set_user_attr("checkpoint", artifact_id)
+            handle.set_user_attr("checkpoint", handle.upload(self.artifacts, path))
         finally:
             os.unlink(path)
 
-    @staticmethod
-    def _stop(trial, reason: str, detail: str) -> None:
-        trial.set_user_attr("stop_reason", reason)
-        trial.set_user_attr("stop_detail", detail)
+
+def _stop(handle: Any, reason: str, detail: str, state: str | None = None) -> Outcome:
+    handle.set_user_attr("stop_reason", reason)
+    handle.set_user_attr("stop_detail", detail)
+    return Outcome(state or "", detail=detail)
 
 
 def _failure(e: BaseException) -> tuple[str, str]:

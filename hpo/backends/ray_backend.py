@@ -1,0 +1,269 @@
+"""Run a study on Ray Tune: ``backend: ray`` in the study, or ``hpo run --backend ray``.
+
+- Search: Ray's ``OptunaSearch`` bound to the **same** study in the same store (``storage`` +
+  ``study_name``), with the study's sampler and the search space as a define-by-run function, so
+  conditional parameters, derived values, baselines (enqueued in the study) and constraints behave as
+  in the local backend. Sampling happens in the driver; the trial's full config travels to the worker.
+- Early stopping: Tune's ``ASHAScheduler`` or ``HyperBandScheduler`` on the monitored val metric per
+  epoch (Ray's OptunaSearch always uses Optuna's NopPruner). A trial stopped by the scheduler is
+  recorded as PRUNED with ``stop_reason: pruned``.
+- Training: the same trial body as the local backend (:meth:`hpo.objective.TrialObjective.run_config`)
+  in Ray workers with ``tune.with_resources``; they write curves, metrics, diagnosis and the best
+  checkpoint to the store and artifact folder themselves (curves after every epoch, so a stopped
+  trial keeps them). For a multi-node cluster, use a store and an artifact folder every node reaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from hpo.errors import UsageError
+from hpo.objective import TrialHandle
+
+if TYPE_CHECKING:
+    from hpo.runner import RunOptions, RunSummary
+    from hpo.spec.load import Study
+
+logger = logging.getLogger(__name__)
+
+
+class RayHandle(TrialHandle):
+    """A trial seen from a Ray worker: writes go to the store by trial id, epochs are reported to Tune."""
+
+    def __init__(self, storage, trial_id: int, number: int, monitor: str) -> None:
+        self.storage, self.trial_id, self.number, self.monitor = storage, trial_id, number, monitor
+        self.curves: dict[str, list] = {}
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        import optuna
+
+        try:
+            self.storage.set_trial_user_attr(self.trial_id, key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # the scheduler stopped the trial and the driver already recorded it
+
+    def report(self, value: float, epoch: int, metrics: dict) -> bool:
+        from ray import tune
+
+        for k, v in metrics.items():
+            self.curves.setdefault(k, []).append(v)
+        self.curves.setdefault("epoch", []).append(epoch)
+        self.set_user_attr("curves", self.curves)  # a trial the scheduler stops keeps its curves
+        tune.report({self.monitor: value, "epoch": epoch})
+        return False  # pruning is the scheduler's decision
+
+    def upload(self, artifacts: Any, path: str) -> str:
+        import optuna
+
+        frozen = self.storage.get_trial(self.trial_id)
+        return optuna.artifacts.upload_artifact(artifact_store=artifacts, file_path=path, study_or_trial=frozen,
+                                                storage=self.storage, mimetype="application/octet-stream")
+
+
+_WORKER_CACHE: dict[str, Any] = {}  # per Ray worker process: the study's objective, built once
+
+
+def _trainable(config: dict, payload: dict) -> None:
+    """The Tune trainable: run one trial's config with the shared trial body."""
+    from ray import tune
+
+    key = payload["key"]
+    if key not in _WORKER_CACHE:
+        from hpo.cache import DataCache
+        from hpo.objective import TrialObjective
+        from hpo.spec.load import study_from_dict
+        from hpo.storage import artifact_store, open_storage
+
+        study = study_from_dict(payload["raw"], base_dir=Path(payload["base_dir"]), file=payload["file"], check_data=False)
+        task = study.make_task(DataCache(payload["cache_dir"]))
+        store = artifact_store(payload["artifacts"]) if payload["checkpoints"] else None
+        objective = TrialObjective(study, task, artifacts=store, device=payload["device"])
+        _WORKER_CACHE[key] = (study, objective, open_storage(payload["storage"], heartbeat=False))
+    study, objective, storage = _WORKER_CACHE[key]
+    meta = config["hpo"]
+    handle = RayHandle(storage, meta["trial_id"], meta["number"], study.monitor.metric)
+    outcome = objective.run_config(handle, meta["config"])
+    monitor = study.monitor
+    seen = [v for v in handle.curves.get(monitor.metric, []) if v is not None]
+    worst = float("inf") if monitor.direction == "minimize" else float("-inf")
+    value = outcome.values[0] if outcome.values else (seen[-1] if seen else worst)
+    epochs = handle.curves.get("epoch") or [0]
+    tune.report({monitor.metric: value, "epoch": epochs[-1], "hpo_final": 1, "hpo_state": outcome.state,
+                 "hpo_values": outcome.values or [], "hpo_detail": outcome.detail[:500]})
+
+
+def _searcher_class():
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class HpoOptunaSearch(OptunaSearch):
+        """OptunaSearch that records how each trial ended as the local backend does."""
+
+        def __init__(self, *args, on_finished: Callable | None = None, scheduler_name: str = "scheduler", **kwargs):
+            super().__init__(*args, **kwargs)
+            self._on_finished = on_finished
+            self._scheduler_name = scheduler_name
+
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: the study in the store is the state (a study resumes through
+            `hpo run`, not through Tune's experiment restore)."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            raise UsageError("resume a study with `hpo run` (it continues from the store), not with Tune's restore")
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if result.get("hpo_final"):
+                return
+            super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return super().on_trial_complete(trial_id, result, error)
+            ot_trial = self._ot_trials[trial_id]
+            State = optuna.trial.TrialState
+            try:
+                if result and result.get("hpo_final"):
+                    state = result["hpo_state"]
+                    if state == "COMPLETE":
+                        values = result["hpo_values"]
+                        self._ot_study.tell(ot_trial, values[0] if len(values) == 1 else values)
+                    else:
+                        self._ot_study.tell(ot_trial, state=State.PRUNED if state == "PRUNED" else State.FAIL)
+                elif error:
+                    if "stop_reason" not in ot_trial.user_attrs:
+                        ot_trial.set_user_attr("stop_reason", "failed")
+                        ot_trial.set_user_attr("stop_detail", "the Ray worker raised (see the Tune logs)")
+                    self._ot_study.tell(ot_trial, state=State.FAIL)
+                else:
+                    epoch = (result or {}).get("epoch")
+                    value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
+                    if epoch is not None and value is not None and epoch not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+                        ot_trial.report(value, epoch)  # the result that made the scheduler stop it
+                    ot_trial.set_user_attr("stop_reason", "pruned")
+                    ot_trial.set_user_attr("stop_detail", f"stopped by Tune's {self._scheduler_name} at epoch {epoch}")
+                    self._ot_study.tell(ot_trial, state=State.PRUNED)
+            except Exception as e:  # e.g. the trial was already finished: keep Tune going, say so
+                logger.warning("could not record Ray trial %s: %s", trial_id, e)
+            self._completed_trials.add(trial_id)
+            if self._on_finished is not None:
+                self._on_finished(ot_trial.number)
+
+    return HpoOptunaSearch
+
+
+def run_ray(
+    study: "Study",
+    opts: "RunOptions",
+    *,
+    address: str | None = None,
+    raw: dict | None = None,
+    on_trial: Callable | None = None,
+    on_start: Callable[[dict], None] | None = None,
+) -> "RunSummary":
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+
+    from hpo.objective import TrialObjective
+    from hpo.runner import Placement, RunSummary, best_trials, budget_of, create_or_load, prepare
+    from hpo.search import build_sampler
+    from hpo.storage import open_storage, redact
+
+    if raw is None:
+        raise UsageError("the Ray backend needs the study as a YAML mapping (run it from a study file)")
+    rs = study.spec.ray
+    storage_url = study.storage_url(opts.storage)
+    if storage_url.startswith("journal://"):
+        raise UsageError("the Ray backend needs an RDB store (sqlite:// or postgresql://), not a journal file")
+    study_name = opts.study_name or study.name
+    n_trials = opts.n_trials if opts.n_trials is not None else study.spec.budget.n_trials
+    timeout = opts.timeout if opts.timeout is not None else study.spec.budget.timeout
+    if n_trials is None and timeout is None:
+        raise UsageError(f"{study.file}: no budget: set budget.n_trials or budget.timeout, or pass --trials / --timeout")
+
+    t0 = time.monotonic()
+    ostudy = create_or_load(study, storage_url, study_name, heartbeat=False)
+    info = prepare(study, ostudy)
+    budget = budget_of(ostudy.get_trials(deepcopy=False))
+    remaining = max(0, n_trials - budget.used) if n_trials is not None else 10**6
+    cpus = os.cpu_count() or 1
+    concurrent = rs.max_concurrent or max(1, int(cpus // rs.cpus_per_trial))
+    info.update(study_name=study_name, storage=redact(storage_url), n_trials=n_trials, timeout=timeout, budget=budget,
+                placements=[Placement(i, None, int(rs.cpus_per_trial)) for i in range(concurrent)],
+                artifacts=study.artifacts_dir(opts.artifacts))
+    if on_start is not None:
+        on_start(info)
+
+    address = address or rs.address
+    started_here = False
+    if not ray.is_initialized():
+        if address in (None, "local"):
+            ray.init(num_cpus=cpus, num_gpus=len(opts.gpus) if opts.gpus else None, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+        started_here = True
+    try:
+        if remaining > 0:
+            objective = TrialObjective(study, study.make_task(None))
+
+            def space(trial):
+                return {"hpo": {"config": objective.sample(trial), "trial_id": trial._trial_id, "number": trial.number}}
+
+            seen_store = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=False))
+
+            def finished(number: int) -> None:
+                if on_trial is not None:
+                    on_trial(seen_store, seen_store.trials[number])
+
+            monitor = study.monitor
+            mode = "min" if monitor.direction == "minimize" else "max"
+            # one past the epoch cap: a trial that trains to the end finishes itself and reports its best epoch
+            max_t = 1 + (study.spec.budget.max_epochs or int(study.space.defaults.get("epochs") or study.space.fixed.get("epochs") or 100))
+            if study.multi_objective or rs.scheduler == "none":
+                scheduler, sched_name = FIFOScheduler(), "FIFO"
+            elif rs.scheduler == "hyperband":
+                scheduler, sched_name = HyperBandScheduler(time_attr="epoch", max_t=max_t, reduction_factor=rs.reduction_factor), "HyperBand"
+            else:
+                scheduler, sched_name = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=rs.grace_period,
+                                                      reduction_factor=rs.reduction_factor), "ASHA"
+            metric = [o.metric for o in study.objectives] if study.multi_objective else monitor.metric
+            modes = ["min" if o.direction == "minimize" else "max" for o in study.objectives] if study.multi_objective else mode
+            searcher = _searcher_class()(
+                space=space, metric=metric, mode=modes, sampler=build_sampler(study),
+                storage=open_storage(storage_url, heartbeat=False), study_name=study_name,
+                on_finished=finished, scheduler_name=sched_name,
+            )
+            payload = {
+                "key": f"{storage_url}#{study_name}#{id(raw)}", "raw": raw,
+                "base_dir": str(study.file.parent if study.file else Path.cwd()),
+                "file": str(study.file) if study.file else None, "storage": storage_url,
+                "artifacts": str(Path(study.artifacts_dir(opts.artifacts)).resolve()),
+                "cache_dir": str(Path(opts.cache_dir).resolve()), "checkpoints": opts.checkpoints, "device": opts.device,
+            }
+            trainable = tune.with_resources(tune.with_parameters(_trainable, payload=payload),
+                                            {"cpu": rs.cpus_per_trial, "gpu": rs.gpus_per_trial})
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                    max_concurrent_trials=concurrent, time_budget_s=timeout, reuse_actors=True,
+                    **({} if study.multi_objective else {"metric": monitor.metric, "mode": mode}),
+                ),
+                run_config=tune.RunConfig(name=f"hpo-{study_name}", storage_path=str(Path("runs/ray").resolve()), verbose=0),
+            )
+            tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    trials = ostudy.get_trials(deepcopy=False)
+    summary = RunSummary(study_name, redact(storage_url), budget_of(trials), time.monotonic() - t0,
+                         "budget" if n_trials is not None else "timeout")
+    for t in best_trials(ostudy):
+        summary.best.append({"number": t.number, "values": t.values, "baseline": t.user_attrs.get("baseline")})
+    return summary
