@@ -47,9 +47,19 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         self.reconnect_timeout = reconnect_timeout
         super().__init__(*args, **kwargs)
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict) -> None:
+        """Set several user attrs of a running trial in one transaction (one commit, one fsync,
+        instead of one per key: what a finished trial records costs ~1 transaction, not ~15)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            for key, value in attrs.items():
+                self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
 
 def _retrying(name: str):
-    method = getattr(optuna.storages.RDBStorage, name)
+    method = getattr(ResilientRDBStorage, name)
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -77,6 +87,6 @@ def _retrying(name: str):
     return wrapper
 
 
-for _name in RETRIED:
+for _name in (*RETRIED, "set_trial_user_attrs"):
     if hasattr(optuna.storages.RDBStorage, _name):
         setattr(ResilientRDBStorage, _name, _retrying(_name))

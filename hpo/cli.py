@@ -595,6 +595,31 @@ def cmd_reevaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("analysis", help="an analysis the study's task offers (crystal_text: text_deleted, cka)")
+    p.add_argument("study_name", metavar="STUDY", help="study name in the store")
+    p.add_argument("--trials", type=int, nargs="+", help="trial numbers whose best checkpoints to analyse (default: the best trial)")
+    p.add_argument("--storage", default=None, help="storage URL (default sqlite:///runs/hpo.db)")
+    p.add_argument("--artifacts", default=None, help="checkpoint folder (default runs/artifacts)")
+    p.add_argument("--split", choices=["train", "val", "test"], help="split to analyse (default: the analysis's own)")
+
+
+@command("analyze", "run a task's analysis of trained checkpoints (e.g. text-deleted robustness, CKA)", _analyze_args)
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from hpo.analysis import run_analysis
+    from hpo.export import load_stored_study, select_trials
+    from hpo.spec.load import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
+
+    ostudy = load_stored_study(args.storage or DEFAULT_STORAGE, args.study_name)
+    numbers = args.trials or [select_trials(ostudy, 1)[0].number]
+    result = run_analysis(ostudy, args.analysis, numbers, artifacts_dir=args.artifacts or DEFAULT_ARTIFACTS, split=args.split)
+    out(json.dumps(result, indent=2, default=float))
+    out(f"stored with the study as user attr 'analysis_{args.analysis}'")
+    return 0
+
+
 # ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

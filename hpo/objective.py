@@ -69,6 +69,11 @@ class TrialHandle:
     def set_user_attr(self, key: str, value: Any) -> None:
         raise NotImplementedError
 
+    def set_user_attrs(self, attrs: dict) -> None:
+        """Several at once (one transaction where the storage allows)."""
+        for k, v in attrs.items():
+            self.set_user_attr(k, v)
+
     def report(self, value: float, epoch: int, metrics: dict) -> bool:
         """Report the monitored value of an epoch; return True if the trial should be pruned."""
         raise NotImplementedError
@@ -85,6 +90,13 @@ class OptunaHandle(TrialHandle):
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
+
+    def set_user_attrs(self, attrs: dict) -> None:
+        backend = getattr(self.trial.storage, "_backend", self.trial.storage)  # behind Optuna's cache
+        if hasattr(backend, "set_trial_user_attrs"):
+            backend.set_trial_user_attrs(self.trial._trial_id, attrs)
+        else:
+            super().set_user_attrs(attrs)
 
     def report(self, value: float, epoch: int, metrics: dict) -> bool:
         if not self._report:  # Optuna cannot report multi-objective values
@@ -163,8 +175,7 @@ class TrialObjective:
     def run_config(self, handle: TrialHandle, config: dict) -> Outcome:
         """Check, train and record one config on ``handle``; the body shared by every backend."""
         study = self.study
-        handle.set_user_attr("worker", worker_id())
-        handle.set_user_attr("config", config)
+        handle.set_user_attrs({"worker": worker_id(), "config": config})
         violated = study.space.violated(config)
         if violated:
             return _stop(handle, "constraint", "constraint violated: " + "; ".join(violated), "PRUNED")
@@ -185,12 +196,12 @@ class TrialObjective:
 
         import torch
 
-        for key, value in (("curves", result.curves), ("metrics", result.best), ("best_epoch", result.best_epoch),
-                           ("epochs_run", result.epochs_run), ("seconds", round(result.seconds, 3)),
-                           ("n_params", result.n_params), ("device", result.device), ("threads", torch.get_num_threads()),
-                           ("diagnosis", self._diagnose(result, config))):
-            handle.set_user_attr(key, value)
-        _stop(handle, result.stop_reason, result.stop_detail)
+        handle.set_user_attrs({
+            "curves": result.curves, "metrics": result.best, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3), "n_params": result.n_params,
+            "device": result.device, "threads": torch.get_num_threads(), "diagnosis": self._diagnose(result, config),
+            "stop_reason": result.stop_reason, "stop_detail": result.stop_detail,
+        })
         if result.stop_reason in ("pruned", "diverged"):
             return Outcome("PRUNED", detail=result.stop_detail)
         missing = [o.metric for o in study.objectives if o.metric not in result.best]
@@ -255,8 +266,11 @@ class TrialObjective:
 
 
 def _stop(handle: Any, reason: str, detail: str, state: str | None = None) -> Outcome:
-    handle.set_user_attr("stop_reason", reason)
-    handle.set_user_attr("stop_detail", detail)
+    if isinstance(handle, TrialHandle):
+        handle.set_user_attrs({"stop_reason": reason, "stop_detail": detail})
+    else:
+        handle.set_user_attr("stop_reason", reason)
+        handle.set_user_attr("stop_detail", detail)
     return Outcome(state or "", detail=detail)
 
 

@@ -173,3 +173,15 @@ def test_unknown_config_key_names_closest():
     T = get_task("toy")
     with pytest.raises(KeyError, match="did you mean 'hidden'"):
         T.split_config({"hiden": 3})
+
+
+@pytest.mark.parametrize("steps_per_epoch, epochs", [(1, 1), (2, 1), (1, 3), (2, 2), (3, 3), (10, 1)])
+def test_onecycle_survives_tiny_step_counts(steps_per_epoch, epochs):
+    model = torch.nn.Linear(2, 1)
+    cfg = TrainConfig(lr=1e-3, scheduler="onecycle", pct_start=0.3)
+    opt = make_optimizer({"all": list(model.parameters())}, cfg)
+    sched = make_scheduler(opt, cfg, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    for _ in range(steps_per_epoch * epochs):
+        opt.step()
+        sched.step()
+        assert math.isfinite(opt.param_groups[0]["lr"])

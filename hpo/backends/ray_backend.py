@@ -46,6 +46,14 @@ class RayHandle(TrialHandle):
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # the scheduler stopped the trial and the driver already recorded it
 
+    def set_user_attrs(self, attrs: dict) -> None:
+        import optuna
+
+        try:
+            self.storage.set_trial_user_attrs(self.trial_id, attrs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
     def report(self, value: float, epoch: int, metrics: dict) -> bool:
         from ray import tune
 

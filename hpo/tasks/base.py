@@ -152,6 +152,8 @@ class Task(abc.ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: whether ``target`` must be given in the study's task section
     needs_target: ClassVar[bool] = True
+    #: analyses of trained models: name -> "package.module:function" (see :mod:`hpo.analysis`)
+    analyses: ClassVar[dict[str, str]] = {}
 
     def __init__(self, dataset: DatasetSpec, target: str | None = None, cache: "DataCache | None" = None) -> None:
         from hpo.cache import DataCache

@@ -49,8 +49,10 @@ def make_scheduler(optimizer, cfg: "TrainConfig", steps_per_epoch: int, epochs: 
     total = max(1, steps_per_epoch * epochs)
     warmup = min(total - 1, cfg.warmup_steps + cfg.warmup_epochs * steps_per_epoch)
     if cfg.scheduler == "onecycle":
+        if total < 4:  # too few steps for a cycle (torch's OneCycleLR divides by zero): constant lr
+            return S.LambdaLR(optimizer, lambda step: 1.0)
         pct = warmup / total if warmup > 0 else cfg.pct_start
-        pct = min(max(pct, 1.0 / total), 0.99)
+        pct = min(max(pct, 2.0 / total), 0.9)  # each phase at least two steps
         max_lrs = [g["lr"] for g in optimizer.param_groups]
         return S.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total, pct_start=pct, anneal_strategy="cos")
     spe = max(1, steps_per_epoch)
