@@ -53,6 +53,15 @@ class _ProgressState:
     bar = None
 
 
+def _stored(args: argparse.Namespace):
+    """(storage URL, the stored study named by args.study_name) for the commands that read a store."""
+    from hpo.export import load_stored_study
+    from hpo.spec.load import DEFAULT_STORAGE
+
+    url = args.storage or DEFAULT_STORAGE
+    return url, load_stored_study(url, args.study_name)
+
+
 # ------------------------------------------------------------------------------ run / worker / create
 def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study file (studies/*.yaml)")
@@ -99,7 +108,7 @@ def _options(args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace, check_data: bool = True):
-    from hpo.spec.load import apply_sets, load_study, study_from_dict
+    from hpo.spec.load import apply_sets, load_study
     from hpo.yaml_io import load_yaml
 
     study = load_study(args.study, args.sets, check_data=check_data)
@@ -312,7 +321,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     space = study.space
     out(f"{args.study}: valid")
     out(f"  task       {study.task_cls.name}" + (f" (target {study.spec.task.target})" if study.spec.task.target else ""))
-    out(f"  objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in study.objectives))
+    out("  objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in study.objectives))
     out(f"  space      {len(space.params)} params, {len(space.fixed)} fixed, {len(space.derived)} derived, {len(space.constraints)} constraints"
         + (f" ({study.space_file})" if study.space_file else ""))
     for p in space.params:
@@ -400,12 +409,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from hpo.export import as_cli, exported, load_stored_study, select_trials
-    from hpo.spec.load import DEFAULT_STORAGE
+    from hpo.export import as_cli, exported, select_trials
     from hpo.yaml_io import dump_yaml
 
-    url = args.storage or DEFAULT_STORAGE
-    ostudy = load_stored_study(url, args.study_name)
+    url, ostudy = _stored(args)
     trials = select_trials(ostudy, args.top)
     docs = [exported(ostudy, t, url, rank=i + 1) for i, t in enumerate(trials)]
     ext = {"yaml": "yaml", "json": "json", "cli": "sh"}[args.format]
@@ -503,13 +510,10 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("report", "write a self-contained HTML report of a study (and attach curves + diagnosis to the dashboard)", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from hpo.export import load_stored_study
     from hpo.report import build_report, publish_to_dashboard
-    from hpo.spec.load import DEFAULT_STORAGE
     from hpo.storage import redact
 
-    url = args.storage or DEFAULT_STORAGE
-    ostudy = load_stored_study(url, args.study_name)
+    url, ostudy = _stored(args)
     t0 = time.monotonic()
     path = build_report(ostudy, args.out or f"runs/reports/{args.study_name}.html", redact(url))
     out(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - t0:.1f}s")
@@ -531,14 +535,12 @@ def _narrow_args(p: argparse.ArgumentParser) -> None:
 def cmd_narrow(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo.export import load_stored_study
     from hpo.narrow import narrow_space
-    from hpo.spec.load import DEFAULT_STORAGE, load_space
+    from hpo.spec.load import load_space
     from hpo.tasks import get_task
     from hpo.yaml_io import dump_yaml
 
-    url = args.storage or DEFAULT_STORAGE
-    ostudy = load_stored_study(url, args.study_name)
+    url, ostudy = _stored(args)
     space, facts = narrow_space(ostudy, args.top, args.margin)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -570,12 +572,9 @@ def _reevaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("reevaluate", "retrain the top configs and the plans with several seeds and score them on the test split", _reevaluate_args)
 def cmd_reevaluate(args: argparse.Namespace) -> int:
-    from hpo.export import load_stored_study
     from hpo.reevaluate import reevaluate
-    from hpo.spec.load import DEFAULT_STORAGE
 
-    url = args.storage or DEFAULT_STORAGE
-    ostudy = load_stored_study(url, args.study_name)
+    url, ostudy = _stored(args)
 
     def on_run(label: str, seed: int, test: dict) -> None:
         out(f"  {label:<32s} seed {seed}: " + ", ".join(f"test_{k}={v:.5g}" for k, v in test.items() if v is not None))
@@ -609,10 +608,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     import json
 
     from hpo.analysis import run_analysis
-    from hpo.export import load_stored_study, select_trials
-    from hpo.spec.load import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
+    from hpo.export import select_trials
+    from hpo.spec.load import DEFAULT_ARTIFACTS
 
-    ostudy = load_stored_study(args.storage or DEFAULT_STORAGE, args.study_name)
+    _, ostudy = _stored(args)
     numbers = args.trials or [select_trials(ostudy, 1)[0].number]
     result = run_analysis(ostudy, args.analysis, numbers, artifacts_dir=args.artifacts or DEFAULT_ARTIFACTS, split=args.split)
     out(json.dumps(result, indent=2, default=float))

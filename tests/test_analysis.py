@@ -1,6 +1,5 @@
 """Report, dashboard notes, narrowing and multi-seed re-evaluation on real toy studies."""
 
-import optuna
 import pytest
 
 from hpo.export import load_stored_study

@@ -3,7 +3,6 @@ an `hpo` command line the CLI accepts (the same commands the other tests exercis
 
 import re
 import shlex
-from pathlib import Path
 
 import yaml
 

@@ -1,7 +1,5 @@
 """Real studies of the toy task end to end on a real SQLite store (in-process API)."""
 
-import json
-import textwrap
 
 import optuna
 import pytest

@@ -7,6 +7,7 @@ and unknown keys list the valid keys of the section with the closest one.
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any, Iterable
 
@@ -145,20 +146,21 @@ def _model_at(root: type[BaseModel], loc: tuple, data: Any) -> type[BaseModel] |
     return _pick_model(ann, node)
 
 
-def _strip(ann: Any) -> list:
+def union_members(ann: Any) -> list:
+    """The members of a (possibly Annotated, Optional, nested) union annotation."""
     origin = typing.get_origin(ann)
     if origin is typing.Annotated:
-        return _strip(typing.get_args(ann)[0])
-    if origin is typing.Union or str(origin) == "types.UnionType":
+        return union_members(typing.get_args(ann)[0])
+    if origin is typing.Union or origin is types.UnionType:
         out = []
         for a in typing.get_args(ann):
-            out += _strip(a)
+            out += union_members(a)
         return out
     return [ann]
 
 
 def _pick_model(ann: Any, node: Any) -> type[BaseModel] | None:
-    models = [a for a in _strip(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    models = [a for a in union_members(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
     if not models:
         return None
     if len(models) == 1:
@@ -174,7 +176,7 @@ def _pick_model(ann: Any, node: Any) -> type[BaseModel] | None:
 
 
 def _container_item(ann: Any) -> Any:
-    for a in _strip(ann):
+    for a in union_members(ann):
         origin = typing.get_origin(a)
         if origin in (dict, typing.Dict):
             return typing.get_args(a)[1]

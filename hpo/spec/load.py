@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from hpo.errors import Problem, SpecError, UnknownNameError, closest, name_rule
 from hpo.expr import Expression, ExpressionError
-from hpo.spec.errors import problems_from_validation
+from hpo.spec.errors import problems_from_validation, union_members
 from hpo.spec.models import SearchSpaceSpec, StudySpec
 from hpo.spec.space import Baseline, CompiledSpace, Constraint, ParamDef
 from hpo.yaml_io import load_yaml, loads_yaml
@@ -326,8 +326,17 @@ def compile_space(
             add(f"fixed.{key}", msg, value)
         fixed[key] = value
 
+    visible = sorted(set(known) | set(all_params))
+
+    def parse_over_keys(source: Any, path: str) -> Expression | None:
+        """An expression whose names must all be config keys or parameters."""
+        expr = _parse(source, path, add)
+        for n in sorted(expr.names - set(visible)) if expr is not None else ():
+            near = closest(n, visible)
+            add(path, f"names {n!r}, which is not a config key" + (f" (did you mean {near!r}?)" if near else ""), source)
+        return expr
+
     derived: list[tuple[str, Expression]] = []
-    visible = set(known) | set(all_params)
     for key, source in spec.derived.items():
         path = f"derived.{key}"
         if key not in known:
@@ -335,25 +344,16 @@ def compile_space(
             continue
         if key in spec.fixed:
             add(path, "is also in fixed: a key is either derived or fixed", has_got=False)
-        expr = _parse(source, path, add)
-        if expr is None:
-            continue
-        for n in sorted(expr.names - visible):
-            near = closest(n, sorted(visible))
-            add(path, f"names {n!r}, which is not a config key" + (f" (did you mean {near!r}?)" if near else ""), source)
-        derived.append((key, expr))
+        expr = parse_over_keys(source, path)
+        if expr is not None:
+            derived.append((key, expr))
 
     constraints: list[Constraint] = []
     for i, c in enumerate(spec.constraints):
         source, message = (c, None) if isinstance(c, str) else (c.expr, c.message)
-        path = f"constraints.{i}"
-        expr = _parse(source, path, add)
-        if expr is None:
-            continue
-        for n in sorted(expr.names - visible):
-            near = closest(n, sorted(visible))
-            add(path, f"names {n!r}, which is not a config key" + (f" (did you mean {near!r}?)" if near else ""), source)
-        constraints.append(Constraint(expr, message))
+        expr = parse_over_keys(source, f"constraints.{i}")
+        if expr is not None:
+            constraints.append(Constraint(expr, message))
 
     implicit = _implicit_defaults(task_cls)
     space = CompiledSpace(params, fixed, derived, constraints, {}, defaults=dict(training), implicit=implicit)
@@ -543,7 +543,7 @@ class _KeyTypes:
         hint = self._hint(key)
         if hint is None:
             return None
-        base = [a for a in _flatten(hint) if a is not type(None)]
+        base = [a for a in union_members(hint) if a is not type(None)]
         if base == [bool]:
             return "bool"
         if base == [int]:
@@ -600,16 +600,6 @@ def _adapter(hint: Any) -> TypeAdapter:
         return _adapter_cached(hint)
     except TypeError:  # unhashable annotation
         return TypeAdapter(hint)
-
-
-def _flatten(hint: Any) -> list:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        out = []
-        for a in typing.get_args(hint):
-            out += _flatten(a)
-        return out
-    return [hint]
 
 
 def _implicit_defaults(task_cls: type["Task"]) -> dict[str, Any]:

@@ -43,7 +43,6 @@ def make_scheduler(optimizer, cfg: "TrainConfig", steps_per_epoch: int, epochs: 
     - ``lambda``: ``lr * lambda_decay ** epoch``.  ``step``: times ``step_gamma`` every ``step_size`` epochs.
     - ``none``: constant.
     """
-    import torch
     from torch.optim import lr_scheduler as S
 
     total = max(1, steps_per_epoch * epochs)
