@@ -87,6 +87,8 @@ class OptunaHandle(TrialHandle):
     def __init__(self, trial: "optuna.Trial", report: bool, prune: bool) -> None:
         self.trial, self.number = trial, trial.number
         self._report, self._prune = report, prune
+        self._values: dict[int, float] = {}
+        self._oracle = PruneOracle.for_pruner(trial.study) if prune else None
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
@@ -102,13 +104,80 @@ class OptunaHandle(TrialHandle):
         if not self._report:  # Optuna cannot report multi-objective values
             return False
         self.trial.report(value, epoch)
-        return self._prune and self.trial.should_prune()
+        self._values[epoch] = value
+        if not self._prune:
+            return False
+        if self._oracle is not None:
+            return self._oracle.should_prune(self.trial, self._values)
+        return self.trial.should_prune()
 
     def upload(self, artifacts: Any, path: str) -> str:
         import optuna
 
         return optuna.artifacts.upload_artifact(artifact_store=artifacts, file_path=path, study_or_trial=self.trial,
                                                 mimetype="application/octet-stream")
+
+
+class PruneOracle:
+    """Optuna's own pruner, asked without a store round trip per epoch.
+
+    ``trial.should_prune()`` re-reads the study from the store at every epoch (~10 ms on SQLite). The
+    pruners that look only at *completed* trials and at the current trial's own values (median,
+    percentile, threshold, patient wrapping those, none) are asked here against a snapshot of the
+    completed trials, refreshed every ``refresh_seconds`` (exact with one worker, where nothing
+    completes during a trial; with several, at most that stale), and the trial's values kept in memory.
+    Other pruners (successive halving, hyperband, wilcoxon) keep Optuna's path.
+    """
+
+    def __init__(self, study: "optuna.Study", refresh_seconds: float = 10.0) -> None:
+        self.study, self.refresh_seconds = study, refresh_seconds
+        self._snapshot: list | None = None
+        self._taken = 0.0
+
+    @classmethod
+    def for_pruner(cls, study: "optuna.Study") -> "PruneOracle | None":
+        return cls(study) if _snapshot_safe(study.pruner) else None
+
+    # the part of optuna.Study the snapshot-safe pruners use
+    @property
+    def direction(self):
+        return self.study.direction
+
+    @property
+    def directions(self):
+        return self.study.directions
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        import time
+
+        from optuna.trial import TrialState
+
+        now = time.monotonic()
+        if self._snapshot is None or now - self._taken > self.refresh_seconds:
+            self._snapshot = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._taken = now
+        return [t for t in self._snapshot if states is None or t.state in states]
+
+    def should_prune(self, trial: "optuna.Trial", values: dict[int, float]) -> bool:
+        import datetime
+
+        from optuna.trial import FrozenTrial, TrialState
+
+        frozen = FrozenTrial(number=trial.number, state=TrialState.RUNNING, value=None, values=None,
+                             datetime_start=datetime.datetime.now(), datetime_complete=None, params={}, distributions={},
+                             user_attrs={}, system_attrs={}, intermediate_values=dict(values), trial_id=trial._trial_id)
+        return bool(self.study.pruner.prune(self, frozen))
+
+
+def _snapshot_safe(pruner: Any) -> bool:
+    import optuna.pruners as P
+
+    if isinstance(pruner, (P.PercentilePruner, P.ThresholdPruner, P.NopPruner)):  # MedianPruner is a PercentilePruner
+        return True
+    if isinstance(pruner, P.PatientPruner):
+        inner = getattr(pruner, "_wrapped_pruner", None)
+        return inner is None or _snapshot_safe(inner)
+    return False
 
 
 @dataclass

@@ -138,3 +138,33 @@ def test_plan_workers_one_trial_per_gpu():
     shared = plan_workers(4, ["0", "1"], cpus=8)
     assert [x.gpu for x in shared] == ["0", "1", "0", "1"]
     assert plan_workers(None, [], cpus=2)[0].threads == 2
+
+
+def test_prune_oracle_decides_as_optuna_does():
+    """The per-epoch pruning shortcut gives Optuna's own decisions on the same trials."""
+    import random
+
+    from hpo.objective import PruneOracle
+
+    rng = random.Random(0)
+    for pruner in (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+                   optuna.pruners.PercentilePruner(25.0, n_startup_trials=2, interval_steps=2),
+                   optuna.pruners.ThresholdPruner(upper=0.8, n_warmup_steps=1),
+                   optuna.pruners.PatientPruner(optuna.pruners.MedianPruner(n_startup_trials=2), patience=2)):
+        study = optuna.create_study(pruner=pruner)
+        for _ in range(8):
+            t = study.ask()
+            for e in range(1, 11):
+                t.report(rng.random(), e)
+            study.tell(t, rng.random())
+        for _ in range(5):
+            t = study.ask()
+            oracle, values = PruneOracle.for_pruner(study), {}
+            assert oracle is not None
+            for e in range(1, 11):
+                v = rng.random()
+                t.report(v, e)
+                values[e] = v
+                assert oracle.should_prune(t, values) == t.should_prune(), (pruner, e)
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    assert PruneOracle.for_pruner(optuna.create_study(pruner=optuna.pruners.HyperbandPruner())) is None
