@@ -50,7 +50,10 @@ def load_trial_model(ostudy: "optuna.Study", number: int, artifacts_dir: str, ca
     return task, splits, model.eval()
 
 
-def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artifacts_dir: str, split: str | None = None) -> dict:
+def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artifacts_dir: str, split: str | None = None,
+                 **options: Any) -> dict:
+    """Run analysis ``name`` of the study's task on the best checkpoints of trials ``numbers``;
+    ``options`` are passed to the analysis (e.g. ``out`` for an HTML file)."""
     from hpo.runner import RECORD_ATTR
     from hpo.tasks import get_task
 
@@ -67,7 +70,7 @@ def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artif
         task, splits, model = load_trial_model(ostudy, n, artifacts_dir)
         tag = trials[n].user_attrs.get("baseline")
         models[f"#{n}" + (f" [{tag}]" if tag else "")] = model
-    kwargs = {"split": split} if split else {}
+    kwargs = {**({"split": split} if split else {}), **options}
     result = fn(task, splits, models, **kwargs)
     result = {"trials": numbers, **result}
     ostudy.set_user_attr(f"analysis_{name}", result)

@@ -619,6 +619,33 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_name", metavar="STUDY", help="study name in the store")
+    p.add_argument("trial_a", type=int, metavar="A", help="the reference trial (e.g. the standard model)")
+    p.add_argument("trial_b", type=int, metavar="B", help="the trial compared with it (e.g. the gated model)")
+    p.add_argument("--storage", default=None, help="storage URL (default sqlite:///runs/hpo.db)")
+    p.add_argument("--artifacts", default=None, help="checkpoint folder (default runs/artifacts)")
+    p.add_argument("--split", choices=["val", "test"], default="val", help="split to compare on (default val)")
+    p.add_argument("--out", help="HTML file (default runs/reports/STUDY-compare-A-B.html)")
+
+
+@command("compare", "compare two trained trials: pred vs true, error histogram, metric bars, improvement % (HTML)", _compare_args)
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hpo.analysis import run_analysis
+    from hpo.spec.load import DEFAULT_ARTIFACTS
+
+    _, ostudy = _stored(args)
+    html = args.out or f"runs/reports/{args.study_name}-compare-{args.trial_a}-{args.trial_b}.html"
+    res = run_analysis(ostudy, "compare", [args.trial_a, args.trial_b], artifacts_dir=args.artifacts or DEFAULT_ARTIFACTS,
+                       split=args.split, out=html)
+    for name, m in res.get("metrics", {}).items():
+        out(f"  {name:<24s} " + "  ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, (int, float))))
+    for k, v in (res.get("improvement") or {}).items():
+        out(f"  improvement {k}: {v:+.2f} %")
+    out(f"wrote {html}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

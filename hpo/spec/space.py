@@ -142,7 +142,7 @@ class CompiledSpace:
             params[p.name] = value
             explicit[p.name] = env[p.name] = value
         for name, expr in self.derived:
-            explicit[name] = env[name] = expr.evaluate(env)
+            explicit[name] = env[name] = _tidy(expr.evaluate(env))
         return explicit, params
 
     def sample(self, trial: "optuna.Trial", overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -215,3 +215,9 @@ def is_true(expr: Expression, env: Mapping[str, Any], param_names: Sequence[str]
             return False
     return bool(expr.evaluate(env))
 
+
+def _tidy(value: Any) -> Any:
+    """Derived floats without binary noise (1 - 0.8 is 0.2, not 0.19999999999999996)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.12g}")
+    return value

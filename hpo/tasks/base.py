@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from hpo.errors import Problem, TestSplitAccessError, unknown_name_message
 
@@ -61,29 +61,61 @@ DataPath = Annotated[Path, AfterValidator(_resolve_data_path)]
 
 
 class DatasetSpec(BaseModel):
-    """Base of a task's ``task.dataset`` section. Subclasses add ``format`` and its fields.
+    """Base of a task's ``task.dataset`` section.
 
-    A family with several formats declares one subclass per format with ``format: Literal["name"]``
-    and makes its task's ``DatasetSpec`` validate as the union of them; :meth:`variant_for` names the
-    subclass that validates a given mapping (error messages use it to list that format's keys).
+    A family with several formats declares a base subclass (the task's ``DatasetSpec``) and one
+    subclass per format with ``format: Literal["name"]``. Validating the base returns the instance of
+    the subclass that ``format`` names; a missing or unknown ``format`` is reported like a pydantic
+    tagged union (listing the formats). :meth:`formats` and :meth:`variant_for` name the subclasses.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @model_validator(mode="wrap")
     @classmethod
-    def variant_for(cls, data: Any) -> type["DatasetSpec"]:
-        """The (sub)class whose literal ``format`` is ``data["format"]``, else this class."""
+    def _dispatch_on_format(cls, data: Any, handler, info: ValidationInfo):
+        if isinstance(data, dict) and not _literal_format(cls):
+            formats = cls.formats()
+            if formats:
+                fmt = data.get("format")
+                if fmt in formats:
+                    return formats[fmt].model_validate(data, context=info.context)
+                tags = ", ".join(repr(k) for k in sorted(formats))
+                err = ({"type": "union_tag_not_found", "loc": (), "input": data, "ctx": {"discriminator": "'format'"}}
+                       if fmt is None else
+                       {"type": "union_tag_invalid", "loc": (), "input": data,
+                        "ctx": {"discriminator": "'format'", "tag": str(fmt), "expected_tags": tags}})
+                raise ValidationError.from_exception_data(cls.__name__, [err])
+        return handler(data)
+
+    @classmethod
+    def formats(cls) -> dict[str, type["DatasetSpec"]]:
+        """``format`` name -> subclass, for every subclass (at any depth) with a literal ``format``."""
         import typing
 
-        fmt = data.get("format") if isinstance(data, dict) else None
-        stack: list[type] = [cls]
+        out: dict[str, type[DatasetSpec]] = {}
+        stack: list[type] = list(cls.__subclasses__())
         while stack:
             c = stack.pop()
             f = c.model_fields.get("format")
-            if f is not None and typing.get_origin(f.annotation) is typing.Literal and fmt in typing.get_args(f.annotation):
-                return c
+            if _literal_format(c):
+                for name in typing.get_args(f.annotation):
+                    out[name] = c
             stack.extend(c.__subclasses__())
-        return cls
+        return out
+
+    @classmethod
+    def variant_for(cls, data: Any) -> type["DatasetSpec"]:
+        """The subclass whose literal ``format`` is ``data["format"]``, else this class."""
+        fmt = data.get("format") if isinstance(data, dict) else None
+        return cls.formats().get(fmt, cls) if not _literal_format(cls) else cls
+
+
+def _literal_format(cls: type) -> bool:
+    import typing
+
+    f = cls.model_fields.get("format") if hasattr(cls, "model_fields") else None
+    return f is not None and typing.get_origin(f.annotation) is typing.Literal
 
 
 @dataclass
@@ -249,14 +281,14 @@ class Task(abc.ABC):
         base = metric.split("_", 1)[1] if metric.split("_", 1)[0] in ("train", "val", "test") else metric
         if base in ("loss", "val_gap", "gap"):
             return "minimize"
-        if metric in ("train_val_gap", "val_train_ratio"):
+        if metric in ("train_val_gap", "val_train_ratio", "val_train_loss_ratio"):
             return "minimize"
         return cls.metrics.get(base)
 
     @classmethod
     def objective_names(cls) -> list[str]:
         """Every name an objective may use."""
-        names = ["train_loss", "val_loss", "train_val_gap", "val_train_ratio"]
+        names = ["train_loss", "val_loss", "train_val_gap", "val_train_ratio", "val_train_loss_ratio"]
         for m in cls.metrics:
             names += [f"train_{m}", f"val_{m}"]
         return names

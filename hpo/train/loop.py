@@ -122,9 +122,9 @@ def fit(
                 targets.append(out.target)
         train_loss = float(loss_sum) / max(1, n_seen) if loss_sum is not None else math.nan
         metrics: dict[str, float] = {"train_loss": train_loss}
-        if cfg.train_eval:
+        if cfg.train_eval:  # exact train metrics: eval mode, no dropout; the running loss is kept too
             metrics.update(_evaluate(task, model, train_eval_loader, dev, autocast, "train"))
-            metrics["train_loss"] = train_loss
+            metrics["train_running_loss"] = train_loss
         else:
             metrics.update({f"train_{k}": v for k, v in task.compute_metrics(_cat(preds), _cat(targets)).items()})
         del preds, targets
@@ -141,6 +141,8 @@ def fit(
             if tr is not None and va is not None:
                 metrics["train_val_gap"] = va - tr
                 metrics["val_train_ratio"] = va / tr if tr != 0 else math.inf
+            if metrics.get("train_loss"):  # the plans' overfitting rule for any metric: val/train loss
+                metrics["val_train_loss_ratio"] = metrics["val_loss"] / metrics["train_loss"]
         _record(curves, metrics, epoch, optimizer, time.perf_counter() - t0)
         if not evaluated:
             continue

@@ -24,7 +24,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -72,17 +72,6 @@ class CrystalTextDataset(DatasetSpec):
     Each format implements ``source_files`` (what the cache key digests), ``records`` (every record
     in file order with its raw target) and ``problems`` (cheap checks for ``Task.check``).
     """
-
-    _variants: ClassVar[tuple] = ()
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source, handler):
-        # the base class itself validates as the tagged union of the formats; each format as itself
-        if cls.__dict__.get("_variants"):
-            from typing import Annotated, Union
-
-            return handler.generate_schema(Annotated[Union[cls._variants], Field(discriminator="format")])
-        return handler(source)
 
     def source_files(self) -> list[Path]:
         """The input files whose content the processed dataset depends on (none: the spec says it all)."""
@@ -327,7 +316,6 @@ class SyntheticDataset(_SplitSettings):
             yield RawStructure(f"synthetic-{k}", numbers.astype(np.int64), positions, cell, pbc, y)
 
 
-CrystalTextDataset._variants = (JarvisJsonDataset, AlignnFolderDataset, AseFilesDataset, DcdftDataset, SyntheticDataset)
 CrystalTextDataset.model_rebuild(force=True)
 
 

@@ -22,10 +22,8 @@ format         what it reads
 =============  =====================================================================================
 
 Paths are :data:`hpo.tasks.DataPath`: relative paths resolve against the study file's folder.
-``TrafficDataset.model_validate(data)`` returns the subclass named by ``format`` (a missing or unknown
-format is reported as pydantic's ``union_tag_not_found`` / ``union_tag_invalid``, listing the formats),
-so the study loader keeps using the one class the task declares; ``TrafficDataset.model_for(data)``
-names the class that validates a given mapping (for error messages that list the valid keys).
+``TrafficDataset.model_validate(data)`` returns the subclass named by ``format`` (the dispatch of
+:class:`hpo.tasks.DatasetSpec`).
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, model_validator
 
 from hpo.tasks import DataPath, DatasetSpec
 
@@ -45,30 +43,6 @@ class TrafficDataset(DatasetSpec):
     """Base of every traffic dataset format; validating it dispatches on ``format``."""
 
     format: str
-
-    _formats: ClassVar[dict[str, type["TrafficDataset"]]] = {}
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _dispatch(cls, data: Any, handler, info: ValidationInfo):
-        if cls is TrafficDataset and isinstance(data, dict):
-            sub = cls.model_for(data)
-            if sub is None:  # reported like a pydantic tagged union, so error mappers know the format
-                fmt = data.get("format")
-                tags = ", ".join(repr(k) for k in sorted(TrafficDataset._formats))
-                err = ({"type": "union_tag_not_found", "loc": (), "input": data, "ctx": {"discriminator": "'format'"}}
-                       if fmt is None else
-                       {"type": "union_tag_invalid", "loc": (), "input": data,
-                        "ctx": {"discriminator": "'format'", "tag": str(fmt), "expected_tags": tags}})
-                raise ValidationError.from_exception_data(cls.__name__, [err])
-            return sub.model_validate(data, context=info.context)
-        return handler(data)
-
-    @classmethod
-    def model_for(cls, data: Any) -> "type[TrafficDataset] | None":
-        """The format's class for a raw ``task.dataset`` mapping (None if ``format`` names none)."""
-        fmt = data.get("format") if isinstance(data, dict) else None
-        return TrafficDataset._formats.get(fmt) if isinstance(fmt, str) else None
 
     def files(self) -> dict[str, Path]:
         """Input files by field name (for existence checks and the cache digest)."""
@@ -175,12 +149,4 @@ class SyntheticDataset(_ChronoSplit):
     seed: int = 0  # generator seed
 
 
-TrafficDataset._formats.update({
-    "dcrnn_h5": DcrnnH5Dataset,
-    "dcrnn_npz": DcrnnNpzDataset,
-    "csv": CsvDataset,
-    "pems_npz": PemsNpzDataset,
-    "synthetic": SyntheticDataset,
-})
-
-FORMATS = tuple(sorted(TrafficDataset._formats))
+FORMATS = tuple(sorted(TrafficDataset.formats()))

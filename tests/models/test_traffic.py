@@ -115,7 +115,7 @@ def test_dataset_spec_dispatch(tmp_path):
     with pytest.raises(ValidationError) as e:
         TrafficDataset.model_validate({"path": "m.h5"})
     assert e.value.errors()[0]["type"] == "union_tag_not_found"
-    assert TrafficDataset.model_for({"format": "csv"}).__name__ == "CsvDataset"
+    assert TrafficDataset.variant_for({"format": "csv"}).__name__ == "CsvDataset"
     with pytest.raises(ValidationError, match="Extra inputs"):
         TrafficDataset.model_validate({"format": "csv", "path": "a.csv", "heder": True})
     with pytest.raises(ValidationError, match="train_frac \\+ val_frac"):

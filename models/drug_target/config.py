@@ -1,0 +1,77 @@
+"""Configs of the drug–target family: the model (:class:`DeepBindConfig`) and the preprocessing
+(:class:`DTADataConfig`). Field names are the YAML keys of search spaces and exported configs, and
+the constructor arguments; training settings (lr, batch_size, patience, ...) live in
+:class:`hpo.train.TrainConfig`. Defaults are the seed's (plan 004) where it states one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Encoder = Literal["cnn", "transformer"]
+
+
+@dataclass
+class DeepBindConfig:
+    """DeepBindNet: two sequence encoders fused by stacked (gated) cross-modal attention."""
+
+    hidden_dim: int = 256  # width of every token feature: encoder outputs and fusion layers
+    feature_dim: int = 512  # width of the prediction head's first layer (lower it against overfitting)
+    fusion_heads: int = 8  # attention heads per cross-attention block; must divide hidden_dim
+    fusion_layers: int = 4  # stacked cross-modal fusion layers (0: late fusion of the pooled encodings)
+    dropout_rate: float = 0.1  # dropout in transformer encoders, fusion layers and head (none in the CNNs, as DeepDTA)
+    gated: bool = True  # gated cross-attention (sigmoid gate on the attended values) vs standard residual
+    fusion_ff_mult: int = 2  # feed-forward width of each fusion block, as a multiple of hidden_dim
+    drug_encoder: Encoder = "cnn"  # SMILES encoder: "cnn" (DeepDTA-style) or "transformer"
+    protein_encoder: Encoder = "cnn"  # amino-acid sequence encoder: "cnn" or "transformer"
+    embed_dim: int = 128  # token embedding width (DeepDTA: 128); projected to hidden_dim
+    encoder_layers: int = 3  # conv layers (filters grow to hidden_dim, 1:2:3 as DeepDTA) or transformer layers
+    encoder_heads: int = 8  # transformer encoders only: attention heads; must divide hidden_dim
+    drug_kernel: int = 4  # cnn only: SMILES convolution width (DeepDTA searched 4, 6, 8)
+    protein_kernel: int = 8  # cnn only: protein convolution width (DeepDTA searched 4, 8, 12)
+    protein_pool: int = 1  # max-pool protein tokens by this stride before fusion (1: off; 4 cuts fusion cost ~4x)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("hidden_dim", "feature_dim", "fusion_heads", "fusion_ff_mult", "embed_dim", "encoder_layers",
+                     "encoder_heads", "drug_kernel", "protein_kernel", "protein_pool"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, but got {getattr(self, name)}")
+        if self.fusion_layers < 0:
+            problems.append(f"fusion_layers must be >= 0, but got {self.fusion_layers}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            problems.append(f"dropout_rate must be in [0, 1), but got {self.dropout_rate}")
+        if self.fusion_heads >= 1 and self.hidden_dim % self.fusion_heads:
+            problems.append(f"hidden_dim must be divisible by fusion_heads ({self.fusion_heads}), but got {self.hidden_dim}")
+        uses_transformer = "transformer" in (self.drug_encoder, self.protein_encoder)
+        if uses_transformer and self.encoder_heads >= 1 and self.hidden_dim % self.encoder_heads:
+            problems.append(f"hidden_dim must be divisible by encoder_heads ({self.encoder_heads}), but got {self.hidden_dim}")
+        for name in ("drug_encoder", "protein_encoder"):
+            if getattr(self, name) not in ("cnn", "transformer"):
+                problems.append(f"{name} must be one of cnn, transformer, but got {getattr(self, name)!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class DTADataConfig:
+    """Preprocessing settings; each value gets its own cache entry."""
+
+    max_smiles_len: int = 100  # SMILES are cut to this many tokens (DeepDTA: 85 Davis, 100 KIBA)
+    max_protein_len: int = 1000  # sequences are cut to this many residues (DeepDTA: 1200 Davis, 1000 KIBA)
+    smiles_tokenizer: Literal["char", "regex"] = "char"  # char: DeepDTA's fixed alphabet; regex: atom-level
+    #   tokens (Schwaller et al. 2019, e.g. "Cl", "[nH]") with a vocabulary from the training drugs
+    scale_target: bool = True  # standardise the target with training-split mean/std (predictions are
+    #   reported in the original units either way)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_smiles_len < 1:
+            problems.append(f"max_smiles_len must be >= 1, but got {self.max_smiles_len}")
+        if self.max_protein_len < 1:
+            problems.append(f"max_protein_len must be >= 1, but got {self.max_protein_len}")
+        if self.smiles_tokenizer not in ("char", "regex"):
+            problems.append(f"smiles_tokenizer must be one of char, regex, but got {self.smiles_tokenizer!r}")
+        if problems:
+            raise ValueError("; ".join(problems))

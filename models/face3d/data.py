@@ -1,0 +1,278 @@
+"""Face3D data: dataset sections, the ``.npz`` reader, the synthetic generator, splits and batching.
+
+``npz``
+    One file with ``inputs`` (N, T, F): T feature tokens per sample (e.g. 3-D keypoints, F = 3, or
+    per-frame feature vectors), ``targets`` (N, D): the target embedding, and optionally
+    ``identity`` (N, E): an identity embedding (e.g. InsightFace) added as one more token, and ``ids``
+    (N,): who each sample shows. With ``ids`` and ``group_by_ids: true`` the split keeps every sample of
+    one id in the same part, so validation measures generalisation to unseen faces.
+``synthetic``
+    Faces as a template plus an identity-specific shape, seen under random head poses, with an identity
+    embedding; the target embedding depends on identity and shape but not on pose (learnable).
+
+Inputs (and the identity embedding) are standardised with training-split statistics when
+``standardize_inputs`` is on; targets are left as they are. Processing is cached by file content.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from hpo.errors import DataError, Problem
+from hpo.tasks import DataPath, DatasetSpec
+
+from models.face3d.config import Face3DDataConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Face3DDataset(DatasetSpec):
+    """``task.dataset`` of the face3d task: a tagged union on ``format`` (npz | synthetic).
+
+    Validating this class returns an instance of the subclass that ``format`` names (the dispatch of
+    :class:`hpo.tasks.DatasetSpec`).
+    """
+
+    format: str
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # of all samples (of all ids when grouping)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_seed: int = 0  # seed of the split (the training seed is separate)
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction must be < 1, but got {self.val_fraction + self.test_fraction:g}")
+        return self
+
+    def files(self) -> list[Path]:
+        return []
+
+    def read(self) -> "RawFaces":
+        raise NotImplementedError
+
+    def check(self) -> list[Problem]:
+        return []
+
+
+class NpzFace3DDataset(Face3DDataset):
+    format: Literal["npz"] = "npz"
+    path: DataPath  # the .npz file
+    group_by_ids: bool = True  # with an ``ids`` array: split by id, not by sample
+
+    def files(self) -> list[Path]:
+        return [self.path]
+
+    def read(self) -> "RawFaces":
+        return read_npz(self.path)
+
+    def check(self) -> list[Problem]:
+        if not self.path.is_file():
+            return [Problem("task.dataset.path", "must be an existing .npz file", str(self.path))]
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                names = set(z.files)
+        except (OSError, ValueError) as e:
+            return [Problem("task.dataset.path", f"must be a readable .npz file ({e})", str(self.path))]
+        missing = [k for k in ("inputs", "targets") if k not in names]
+        if missing:
+            return [Problem("task.dataset.path", f"must hold the arrays inputs and targets; missing {', '.join(missing)}",
+                            str(self.path))]
+        return []
+
+
+class SyntheticFace3DDataset(Face3DDataset):
+    format: Literal["synthetic"] = "synthetic"
+    n_samples: int = Field(512, ge=8)
+    n_identities: int = Field(256, ge=2)  # samples are spread over this many faces (``ids``)
+    n_keypoints: int = Field(16, ge=1)  # tokens per sample (3-D keypoints)
+    identity_dim: int = Field(32, ge=1)  # identity embedding width
+    target_dim: int = Field(32, ge=2)
+    max_angle: float = Field(0.5, ge=0.0)  # head pose: yaw / pitch / roll drawn from +-max_angle radians
+    noise: float = Field(0.02, ge=0.0)  # keypoint noise (template scale ~1)
+    group_by_ids: bool = True
+    seed: int = 0  # generation seed
+
+    def read(self) -> "RawFaces":
+        return generate_synthetic(self)
+
+
+
+
+@dataclass
+class RawFaces:
+    inputs: np.ndarray  # (N, T, F)
+    targets: np.ndarray  # (N, D)
+    identity: np.ndarray | None = None  # (N, E)
+    ids: np.ndarray | None = None  # (N,)
+
+
+@dataclass
+class FaceSet:
+    """One split: float32 arrays sharing the first dimension."""
+
+    inputs: np.ndarray  # (n, T, F)
+    targets: np.ndarray  # (n, D)
+    identity: np.ndarray | None = None  # (n, E)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class FaceData:
+    parts: dict[str, FaceSet]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build(spec: Face3DDataset, data_cfg: Face3DDataConfig) -> FaceData:
+    raw = spec.read()
+    n = len(raw.targets)
+    groups = raw.ids if raw.ids is not None and spec.group_by_ids else None
+    split = split_indices(n, spec, groups)
+    inputs, identity = raw.inputs.astype(np.float32), None if raw.identity is None else raw.identity.astype(np.float32)
+    stats: dict[str, Any] = {}
+    if data_cfg.standardize_inputs:
+        tr = split["train"]
+        mu, sd = inputs[tr].mean(axis=(0, 1)), inputs[tr].std(axis=(0, 1))
+        inputs = (inputs - mu) / np.where(sd > 0, sd, 1.0)
+        stats["input_mean"], stats["input_std"] = mu.tolist(), sd.tolist()
+        if identity is not None:
+            mu_e, sd_e = identity[tr].mean(0), identity[tr].std(0)
+            identity = (identity - mu_e) / np.where(sd_e > 0, sd_e, 1.0)
+            stats["identity_mean"], stats["identity_std"] = mu_e.tolist(), sd_e.tolist()
+    targets = raw.targets.astype(np.float32)
+    parts = {k: FaceSet(inputs[ix], targets[ix], None if identity is None else identity[ix]) for k, ix in split.items()}
+    info = {
+        "n_samples": n,
+        "n_tokens": inputs.shape[1],
+        "token_dim": inputs.shape[2],
+        "identity_dim": 0 if identity is None else identity.shape[1],
+        "target_dim": targets.shape[1],
+        "split_sizes": {k: len(v) for k, v in split.items()},
+        "grouped_by_ids": groups is not None,
+        "scaler": stats,  # fitted on the training split only
+    }
+    logger.info("face3d data: %d samples of %d x %d tokens -> %d-d targets; split %s", n, info["n_tokens"],
+                info["token_dim"], info["target_dim"], info["split_sizes"])
+    return FaceData(parts, info)
+
+
+def read_npz(path: Path) -> RawFaces:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    with z:
+        for key in ("inputs", "targets"):
+            if key not in z.files:
+                raise DataError(f"{path}: must hold an array {key!r}; found {', '.join(z.files) or 'none'}")
+        inputs, targets = np.asarray(z["inputs"]), np.asarray(z["targets"])
+        identity = np.asarray(z["identity"]) if "identity" in z.files else None
+        ids = np.asarray(z["ids"]) if "ids" in z.files else None
+    if inputs.ndim == 2:  # one token per sample
+        inputs = inputs[:, None, :]
+    if inputs.ndim != 3:
+        raise DataError(f"{path}: inputs must have shape (N, T, F), but got {inputs.shape}")
+    if targets.ndim != 2:
+        raise DataError(f"{path}: targets must have shape (N, D), but got {targets.shape}")
+    n = len(inputs)
+    for name, arr, nd in (("targets", targets, 2), ("identity", identity, 2), ("ids", ids, 1)):
+        if arr is not None and (arr.ndim != nd or len(arr) != n):
+            raise DataError(f"{path}: {name} must have {n} rows (one per sample) and {nd} dimensions, but got shape {arr.shape}")
+    for name, arr in (("inputs", inputs), ("targets", targets), ("identity", identity)):
+        if arr is not None and (not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr))):
+            raise DataError(f"{path}: {name} must be finite numbers")
+    return RawFaces(inputs, targets, identity, ids)
+
+
+def generate_synthetic(spec: SyntheticFace3DDataset) -> RawFaces:
+    """See the module docstring. The target is ``normalize(e A + s B)`` for identity embedding ``e``
+    and the face's shape offsets ``s`` (both terms matter); the inputs show the shape under a random
+    rotation, so the model has to see past the pose."""
+    rng = np.random.default_rng(spec.seed)
+    k, m = spec.n_keypoints, spec.n_identities
+    template = rng.normal(size=(k, 3))
+    shape = 0.3 * rng.normal(size=(m, k, 3))  # each face's deviation from the template
+    emb = rng.normal(size=(m, spec.identity_dim))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    A = rng.normal(size=(spec.identity_dim, spec.target_dim))
+    B = rng.normal(size=(k * 3, spec.target_dim)) / (0.3 * math.sqrt(k * 3))  # shape term ~ as large as e A
+    face_target = emb @ A + shape.reshape(m, -1) @ B
+    face_target /= np.linalg.norm(face_target, axis=1, keepdims=True)
+
+    ids = np.concatenate([np.arange(m), rng.integers(0, m, size=max(0, spec.n_samples - m))])[: spec.n_samples]
+    rot = _rotations(rng.uniform(-spec.max_angle, spec.max_angle, size=(spec.n_samples, 3)))  # (N, 3, 3)
+    points = template[None] + shape[ids]  # (N, K, 3)
+    inputs = np.einsum("nij,nkj->nki", rot, points) + spec.noise * rng.normal(size=points.shape)
+    identity = emb[ids] + 0.05 * rng.normal(size=(spec.n_samples, spec.identity_dim))
+    return RawFaces(inputs, face_target[ids], identity, ids)
+
+
+def split_indices(n: int, spec: Face3DDataset, groups: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Random split by sample, or by group (all samples of one id together); fractions of samples / ids."""
+    rng = np.random.default_rng(spec.split_seed)
+    if groups is None:
+        keys, inverse = np.arange(n), np.arange(n)
+    else:
+        keys, inverse = np.unique(groups, return_inverse=True)
+    g = len(keys)
+    n_test, n_val = int(round(spec.test_fraction * g)), max(1, int(round(spec.val_fraction * g)))
+    if g - n_test - n_val < 1:
+        raise DataError(f"task.dataset: {g} {'ids' if groups is not None else 'samples'} are too few for "
+                        f"val_fraction {spec.val_fraction:g} and test_fraction {spec.test_fraction:g}")
+    perm = rng.permutation(g)
+    assign = np.zeros(g, dtype=np.int8)
+    assign[perm[:n_test]], assign[perm[n_test:n_test + n_val]] = 2, 1
+    of = assign[inverse]
+    return {"train": np.flatnonzero(of == 0), "val": np.flatnonzero(of == 1), "test": np.flatnonzero(of == 2)}
+
+
+class FaceLoader:
+    """Batches of a :class:`FaceSet`: dicts ``tokens`` (B, T, F), ``identity`` (B, E) when present,
+    ``target`` (B, D). With ``shuffle`` each pass draws a new order from a generator seeded with ``seed``."""
+
+    def __init__(self, part: FaceSet, batch_size: int, *, shuffle: bool, seed: int = 0) -> None:
+        import torch
+
+        self.batch_size, self.shuffle, self.n = batch_size, shuffle, len(part)
+        self._x = torch.from_numpy(part.inputs)
+        self._e = None if part.identity is None else torch.from_numpy(part.identity)
+        self._y = torch.from_numpy(part.targets)
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        import torch
+
+        order = torch.randperm(self.n, generator=self._gen) if self.shuffle else torch.arange(self.n)
+        for start in range(0, self.n, self.batch_size):
+            ix = order[start : start + self.batch_size]
+            batch = {"tokens": self._x[ix], "target": self._y[ix]}
+            if self._e is not None:
+                batch["identity"] = self._e[ix]
+            yield batch
+
+
+def data_key(spec: Face3DDataset, data_cfg: Face3DDataConfig, digest: str | None) -> dict:
+    return {"spec": spec.model_dump(mode="json", exclude={"path"}), "data": asdict(data_cfg), "files": digest}
+
+
+def _rotations(angles: np.ndarray) -> np.ndarray:
+    """Rotation matrices (N, 3, 3) from yaw / pitch / roll angles (N, 3)."""
+    cy, sy = np.cos(angles[:, 0]), np.sin(angles[:, 0])
+    cp, sp = np.cos(angles[:, 1]), np.sin(angles[:, 1])
+    cr, sr = np.cos(angles[:, 2]), np.sin(angles[:, 2])
+    one, zero = np.ones_like(cy), np.zeros_like(cy)
+    Rz = np.stack([np.stack([cy, -sy, zero], -1), np.stack([sy, cy, zero], -1), np.stack([zero, zero, one], -1)], 1)
+    Ry = np.stack([np.stack([cp, zero, sp], -1), np.stack([zero, one, zero], -1), np.stack([-sp, zero, cp], -1)], 1)
+    Rx = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, cr, -sr], -1), np.stack([zero, sr, cr], -1)], 1)
+    return Rz @ Ry @ Rx
