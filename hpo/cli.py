@@ -629,7 +629,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="HTML file (default runs/reports/STUDY-compare-A-B.html)")
 
 
-@command("compare", "compare two trained trials: pred vs true, error histogram, metric bars, improvement % (HTML)", _compare_args)
+@command("compare", "compare two trained trials: pred vs true, error histogram, metric bars, improvement %% (HTML)", _compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
     from hpo.analysis import run_analysis
     from hpo.spec.load import DEFAULT_ARTIFACTS

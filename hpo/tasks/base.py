@@ -74,7 +74,7 @@ class DatasetSpec(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _dispatch_on_format(cls, data: Any, handler, info: ValidationInfo):
-        if isinstance(data, dict) and not _literal_format(cls):
+        if isinstance(data, dict) and cls is not DatasetSpec and not _literal_format(cls):
             formats = cls.formats()
             if formats:
                 fmt = data.get("format")
