@@ -82,13 +82,29 @@ class TrialHandle:
         """Store a file as an artifact of this trial; return its id."""
         raise NotImplementedError
 
+    def flush(self) -> None:
+        """Write anything the handle deferred (called when the trial body ends)."""
+
 
 class OptunaHandle(TrialHandle):
+    """The live Optuna trial. Where pruning decisions come from memory (:class:`PruneOracle`, or no
+    pruner), intermediate values are written in batches every ``flush_seconds`` and at the end of
+    the trial (:meth:`flush`) instead of one transaction per epoch."""
+
+    flush_seconds = 10.0
+
     def __init__(self, trial: "optuna.Trial", report: bool, prune: bool) -> None:
+        import time
+
         self.trial, self.number = trial, trial.number
         self._report, self._prune = report, prune
         self._values: dict[int, float] = {}
         self._oracle = PruneOracle.for_pruner(trial.study) if prune else None
+        backend = getattr(trial.storage, "_backend", trial.storage)  # behind Optuna's cache
+        self._batch = backend if hasattr(backend, "set_trial_intermediate_values") else None
+        self._deferred = self._batch is not None and (self._oracle is not None or not prune)
+        self._pending: dict[int, float] = {}
+        self._flushed_at = time.monotonic()
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
@@ -101,15 +117,31 @@ class OptunaHandle(TrialHandle):
             super().set_user_attrs(attrs)
 
     def report(self, value: float, epoch: int, metrics: dict) -> bool:
+        import time
+
         if not self._report:  # Optuna cannot report multi-objective values
             return False
-        self.trial.report(value, epoch)
         self._values[epoch] = value
+        if self._deferred:
+            self._pending[epoch] = value
+            if time.monotonic() - self._flushed_at >= self.flush_seconds:
+                self.flush()
+        else:
+            self.trial.report(value, epoch)
         if not self._prune:
             return False
         if self._oracle is not None:
             return self._oracle.should_prune(self.trial, self._values)
         return self.trial.should_prune()
+
+    def flush(self) -> None:
+        """Write the deferred intermediate values (before the trial is told its state)."""
+        import time
+
+        if self._pending:
+            self._batch.set_trial_intermediate_values(self.trial._trial_id, self._pending)
+            self._pending = {}
+        self._flushed_at = time.monotonic()
 
     def upload(self, artifacts: Any, path: str) -> str:
         import optuna
@@ -210,11 +242,12 @@ class TrialObjective:
         self.max_epochs = max_epochs or study.spec.budget.max_epochs
         self.keep_checkpoints = keep_checkpoints and artifacts is not None
         self.n_trials = n_trials  # the study's budget: a trial started past it (a race between workers) does not train
+        self.check_surplus = True  # the worker loop turns it off when the budget has ample room
 
     def __call__(self, trial: "optuna.Trial") -> float | list[float]:
         import optuna
 
-        if self.n_trials is not None:
+        if self.n_trials is not None and self.check_surplus:
             from hpo.runner import budget_of
 
             ahead = budget_of(trial.study.get_trials(deepcopy=False), before=trial.number)
@@ -243,6 +276,12 @@ class TrialObjective:
 
     def run_config(self, handle: TrialHandle, config: dict) -> Outcome:
         """Check, train and record one config on ``handle``; the body shared by every backend."""
+        try:
+            return self._run_config(handle, config)
+        finally:
+            handle.flush()
+
+    def _run_config(self, handle: TrialHandle, config: dict) -> Outcome:
         study = self.study
         handle.set_user_attrs({"worker": worker_id(), "config": config})
         violated = study.space.violated(config)

@@ -279,6 +279,11 @@ def run_worker(
         sampler = ostudy.sampler
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(ostudy) and not budget.waiting:
             return "grid exhausted"
+        if n_trials is not None:
+            # a race past the budget needs more simultaneous starters than free slots: with ample
+            # room (twice the workers now running, plus this one) the trial skips the surplus check
+            free = n_trials - budget.used - budget.running
+            objective.check_surplus = free <= 2 * (budget.running + 1)
         last.clear()
         ostudy.optimize(objective, n_trials=1, catch=(TrialFailed, Exception), callbacks=[remember], gc_after_trial=False)
         if last and last[0].state.name == "FAIL" and last[0].user_attrs.get("stop_reason") not in NOT_TRAINED:
