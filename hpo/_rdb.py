@@ -127,6 +127,8 @@ def _retrying(name: str):
     return wrapper
 
 
-for _name in (*RETRIED, "set_trial_user_attrs", "set_trial_intermediate_values"):
-    if hasattr(optuna.storages.RDBStorage, _name):
+BATCHED = ("set_trial_user_attrs", "set_trial_intermediate_values")  # ours, also retried
+
+for _name in (*RETRIED, *BATCHED):
+    if hasattr(ResilientRDBStorage, _name):
         setattr(ResilientRDBStorage, _name, _retrying(_name))

@@ -65,13 +65,14 @@ def test_sigkill_mid_trial_is_retried_and_the_budget_is_exact(tmp_path):
     assert hpo_cli("create", path, cwd=tmp_path).returncode == 0
     a, b = _worker(path, tmp_path), _worker(path, tmp_path)
 
-    def running_in_a():
+    def running_in_a():  # the config is recorded just before training starts
         for t in _trials(url, "ft"):
-            if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{a.pid}") and t.intermediate_values:
+            if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{a.pid}") and "config" in t.user_attrs:
                 return t
         return None
 
     victim = _wait(running_in_a, 180, "worker A to be mid-trial")
+    time.sleep(1.0)  # well into its epochs
     a.send_signal(signal.SIGKILL)
     a.wait(timeout=30)
     out, err = b.communicate(timeout=600)
@@ -116,6 +117,11 @@ def test_postgres_restart_during_a_study_loses_nothing(tmp_path, postgres):
     states = [t.state.name for t in trials]
     figures = {"asked": n, "completed": states.count("COMPLETE"), "failed": states.count("FAIL"), "running_left": states.count("RUNNING")}
     print("PostgreSQL restart figures:", figures)
+    for t in trials:
+        if t.state.name != "COMPLETE":
+            print(t.number, t.state.name, t.user_attrs.get("stop_detail"), t.system_attrs.get("fail_reason"))
+            for _, e in outs:
+                print("---- worker stderr\n", e[-6000:])
     assert figures == {"asked": n, "completed": n, "failed": 0, "running_left": 0}
     for t in trials:  # every trial's curves and config made it to the store
         assert t.user_attrs["curves"]["val_mae"] and t.user_attrs["config"]

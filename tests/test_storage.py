@@ -147,3 +147,13 @@ def test_out_of_memory_is_recorded_and_the_worker_keeps_serving(tmp_path):
     oom = [t for t in trials if t.user_attrs.get("stop_reason") == "out_of_memory"]
     assert oom and all(t.state.name == "FAIL" and "out of memory" in t.user_attrs["stop_detail"] for t in oom)
     assert any(t.state.name == "COMPLETE" for t in trials)  # the same worker went on serving
+
+
+def test_every_store_operation_is_retried_on_lost_connections():
+    from hpo._rdb import BATCHED, RETRIED, ResilientRDBStorage
+
+    for name in (*RETRIED, *BATCHED):
+        if hasattr(ResilientRDBStorage, name):
+            assert hasattr(getattr(ResilientRDBStorage, name), "__wrapped__"), name
+    for name in BATCHED:
+        assert hasattr(ResilientRDBStorage, name)
