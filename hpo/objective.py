@@ -254,6 +254,7 @@ class TrialObjective:
             if ahead.used + ahead.running >= self.n_trials:
                 detail = (f"surplus: the budget of {self.n_trials} trials was already taken by other workers when this "
                           "trial started; it did not train and does not count")
+                trial.set_user_attr("worker", worker_id())
                 _stop(trial, "surplus", detail)
                 raise TrialFailed(detail)
         config = self.sample(trial)

@@ -265,7 +265,8 @@ def run_worker(
         check_interrupt()
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
-        budget = budget_of(ostudy.get_trials(deepcopy=False))
+        trials = ostudy.get_trials(deepcopy=False)
+        budget = budget_of(trials)
         if n_trials is not None and budget.used >= n_trials:
             return "budget"
         if n_trials is not None and budget.used + budget.running >= n_trials and not budget.waiting:
@@ -280,10 +281,10 @@ def run_worker(
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(ostudy) and not budget.waiting:
             return "grid exhausted"
         if n_trials is not None:
-            # a race past the budget needs more simultaneous starters than free slots: with ample
-            # room (twice the workers now running, plus this one) the trial skips the surplus check
+            # a race past the budget needs more simultaneous starters than free slots: with room for
+            # more than twice every worker seen lately (running or between trials), skip the check
             free = n_trials - budget.used - budget.running
-            objective.check_surplus = free <= 2 * (budget.running + 1)
+            objective.check_surplus = free <= 2 * (_recent_workers(trials) + 1)
         last.clear()
         ostudy.optimize(objective, n_trials=1, catch=(TrialFailed, Exception), callbacks=[remember], gc_after_trial=False)
         if last and last[0].state.name == "FAIL" and last[0].user_attrs.get("stop_reason") not in NOT_TRAINED:
@@ -298,6 +299,11 @@ def run_worker(
 
 
 WAIT_POLL_SECONDS = 1.0
+
+
+def _recent_workers(trials: Sequence["FrozenTrial"], last: int = 64) -> int:
+    """How many distinct workers ran the study's recent trials (an estimate of how many serve it)."""
+    return len({t.user_attrs.get("worker") for t in trials[-last:] if t.user_attrs.get("worker")})
 
 
 def _has_heartbeat(ostudy: "optuna.Study") -> bool:
