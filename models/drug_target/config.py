@@ -64,6 +64,11 @@ class DTADataConfig:
     #   tokens (Schwaller et al. 2019, e.g. "Cl", "[nH]") with a vocabulary from the training drugs
     scale_target: bool = True  # standardise the target with training-split mean/std (predictions are
     #   reported in the original units either way)
+    train_subsample: float = 1.0  # train on this fraction of the training pairs (seeded by the split seed; a
+    #   fidelity knob for fast studies); validation and test keep every pair
+    batch_proteins: int = 0  # > 0: each training batch draws its pairs from about this many proteins, so the
+    #   protein encoder runs on few sequences per batch (each distinct sequence is encoded once per batch);
+    #   0: uniformly shuffled pairs
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +76,10 @@ class DTADataConfig:
             problems.append(f"max_smiles_len must be >= 1, but got {self.max_smiles_len}")
         if self.max_protein_len < 1:
             problems.append(f"max_protein_len must be >= 1, but got {self.max_protein_len}")
+        if not 0.0 < self.train_subsample <= 1.0:
+            problems.append(f"train_subsample must be in (0, 1], but got {self.train_subsample}")
+        if self.batch_proteins < 0:
+            problems.append(f"batch_proteins must be >= 0, but got {self.batch_proteins}")
         if self.smiles_tokenizer not in ("char", "regex"):
             problems.append(f"smiles_tokenizer must be one of char, regex, but got {self.smiles_tokenizer!r}")
         if problems:

@@ -458,16 +458,22 @@ def tokenize(strings: list[str], vocab: list[str], max_len: int, tokenizer: str 
 
 # ---- batching -------------------------------------------------------------------------
 class PairLoader:
-    """Batches of a :class:`PairSet` as dicts of tensors, each cut to its longest sequence:
+    """Batches of a :class:`PairSet` as dicts of tensors. Each distinct drug and protein of a batch
+    appears once, so each sequence is encoded once per batch:
 
-    ``drug`` (B, Ld) long, ``protein`` (B, Lp) long (PAD = 0 after the end), ``y`` (B,) float.
-    With ``shuffle`` every pass draws a new order from a generator seeded once with ``seed``.
+    ``drug`` (Ud, Ld) long and ``protein`` (Up, Lp) long, cut to their longest sequence (PAD = 0 after
+    the end); ``drug_index`` (B,) and ``protein_index`` (B,) map each pair to its rows; ``y`` (B,) float.
+
+    With ``shuffle`` every pass draws a new order from a generator seeded once with ``seed``; with
+    ``batch_proteins`` k > 0 the pairs of each protein are cut into chunks of ``batch_size // k`` and the
+    shuffled chunks fill the batches, so a batch holds about k proteins. Without shuffling, pairs come in
+    protein order (what evaluation uses: predictions and targets stay aligned).
     """
 
-    def __init__(self, pairs: PairSet, batch_size: int, *, shuffle: bool, seed: int = 0) -> None:
+    def __init__(self, pairs: PairSet, batch_size: int, *, shuffle: bool, seed: int = 0, batch_proteins: int = 0) -> None:
         import torch
 
-        self.pairs, self.batch_size, self.shuffle = pairs, batch_size, shuffle
+        self.pairs, self.batch_size, self.shuffle, self.batch_proteins = pairs, batch_size, shuffle, batch_proteins
         t = pairs.tables
         self._drug = torch.from_numpy(t.drug_tokens)
         self._drug_len = torch.from_numpy(t.drug_lengths)
@@ -481,25 +487,46 @@ class PairLoader:
     def __len__(self) -> int:
         return math.ceil(len(self.pairs) / self.batch_size)
 
-    def __iter__(self):
+    def _order(self):
         import torch
 
         n = len(self.pairs)
-        order = torch.randperm(n, generator=self._gen) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        if not self.shuffle:
+            return torch.argsort(self._pi * (int(self._di.max()) + 1 if n else 1) + self._di, stable=True)
+        if self.batch_proteins <= 0:
+            return torch.randperm(n, generator=self._gen)
+        chunk = max(1, self.batch_size // self.batch_proteins)
+        chunks = []
+        for p in torch.unique(self._pi):
+            rows = torch.nonzero(self._pi == p).squeeze(1)
+            rows = rows[torch.randperm(len(rows), generator=self._gen)]
+            chunks += list(rows.split(chunk))
+        pick = torch.randperm(len(chunks), generator=self._gen)
+        return torch.cat([chunks[i] for i in pick.tolist()]) if chunks else torch.arange(0)
+
+    def __iter__(self):
+        import torch
+
+        order = self._order()
+        for start in range(0, len(order), self.batch_size):
             ix = order[start : start + self.batch_size]
-            di, pi = self._di[ix], self._pi[ix]
-            ld, lp = int(self._drug_len[di].max()), int(self._prot_len[pi].max())
+            ud, d_inv = torch.unique(self._di[ix], return_inverse=True)
+            up, p_inv = torch.unique(self._pi[ix], return_inverse=True)
+            ld, lp = int(self._drug_len[ud].max()), int(self._prot_len[up].max())
             yield {
-                "drug": self._drug[di, :ld].long(),
-                "protein": self._prot[pi, :lp].long(),
+                "drug": self._drug[ud, :ld].long(),
+                "protein": self._prot[up, :lp].long(),
+                "drug_index": d_inv,
+                "protein_index": p_inv,
                 "y": self._y[ix],
             }
 
 
 def data_key(spec: DTADataset, data_cfg: DTADataConfig, target: str | None, digest: str | None) -> dict:
-    """Cache key: the content digest of the input files plus every setting that changes the result."""
-    return {"spec": spec.model_dump(mode="json", exclude={"path"}), "data": asdict(data_cfg),
+    """Cache key: the content digest of the input files plus every setting that changes the result
+    (``batch_proteins`` and ``train_subsample`` only pick and order training pairs: not part of it)."""
+    data = {k: v for k, v in asdict(data_cfg).items() if k not in ("batch_proteins", "train_subsample")}
+    return {"spec": spec.model_dump(mode="json", exclude={"path"}), "data": data,
             "target": target, "files": digest}
 
 

@@ -196,12 +196,19 @@ class DeepBindNet(nn.Module):
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
 
-    def forward(self, drug: torch.Tensor, protein: torch.Tensor) -> torch.Tensor:
-        d_mask, p_mask = drug != PAD, protein != PAD  # (B, Ld), (B, Lp)
-        d = self.drug_encoder(drug, d_mask)  # (B, Ld, H)
-        p = self.protein_encoder(protein, p_mask)  # (B, Lp, H)
+    def forward(self, drug: torch.Tensor, protein: torch.Tensor,
+                drug_index: torch.Tensor | None = None, protein_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``drug`` (Ud, Ld) and ``protein`` (Up, Lp) token ids; the pairs are rows ``drug_index`` (B,)
+        and ``protein_index`` (B,) of them (default: row i with row i). Each sequence is encoded once."""
+        d_mask, p_mask = drug != PAD, protein != PAD  # (Ud, Ld), (Up, Lp)
+        d = self.drug_encoder(drug, d_mask)  # (Ud, Ld, H)
+        p = self.protein_encoder(protein, p_mask)  # (Up, Lp, H)
         if self.cfg.protein_pool > 1:
-            p, p_mask = _masked_max_pool(p, p_mask, self.cfg.protein_pool)  # (B, ceil(Lp / s), H)
+            p, p_mask = _masked_max_pool(p, p_mask, self.cfg.protein_pool)  # (Up, ceil(Lp / s), H)
+        if drug_index is not None:
+            d, d_mask = d[drug_index], d_mask[drug_index]  # (B, Ld, H)
+        if protein_index is not None:
+            p, p_mask = p[protein_index], p_mask[protein_index]  # (B, Lp', H)
         for layer in self.fusion:
             d, p = layer(d, p, d_mask, p_mask)
         z = torch.cat([*_mean_max(d, d_mask), *_mean_max(p, p_mask)], dim=-1)  # (B, 4H)

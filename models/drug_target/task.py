@@ -47,10 +47,18 @@ class DrugTargetTask(Task):
         data = self.cache.get_or_build("drug_target", data_key(spec, data_cfg, self.target, digest),
                                        lambda: build(spec, data_cfg, self.target))
         parts = {name: PairSet(data.tables, *data.parts[name]) for name in Splits.NAMES}
-        return Splits(parts["train"], parts["val"], parts["test"], info=data.info)
+        if data_cfg.train_subsample < 1.0:
+            import numpy as np
+
+            tr = parts["train"]
+            rng = np.random.default_rng(getattr(spec, "split_seed", 0))
+            keep = np.sort(rng.permutation(len(tr))[: max(1, round(len(tr) * data_cfg.train_subsample))])
+            parts["train"] = PairSet(tr.tables, tr.drug_idx[keep], tr.protein_idx[keep], tr.y[keep])
+        return Splits(parts["train"], parts["val"], parts["test"], info={**data.info, "batch_proteins": data_cfg.batch_proteins})
 
     def loader(self, splits: Splits, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> PairLoader:
-        return PairLoader(splits[split], batch_size, shuffle=shuffle, seed=seed)
+        group = splits.info.get("batch_proteins", 0) if split == "train" else 0
+        return PairLoader(splits[split], batch_size, shuffle=shuffle, seed=seed, batch_proteins=group)
 
     def build_model(self, model_cfg: DeepBindConfig, splits: Splits):
         from models.drug_target.model import DeepBindNet
@@ -70,7 +78,8 @@ class DrugTargetTask(Task):
         import torch.nn.functional as F
 
         y = batch["y"]
-        z = model(batch["drug"], batch["protein"])  # (B,) standardised
+        # (B,) standardised; a batch without index vectors pairs row i with row i
+        z = model(batch["drug"], batch["protein"], batch.get("drug_index"), batch.get("protein_index"))
         loss = F.mse_loss(z.float(), model.scale(y))
         return StepOutput(loss=loss, pred=model.unscale(z.detach().float()), target=y, n=len(y))
 

@@ -114,6 +114,7 @@ class TrafficDataConfig:
     time_of_day: bool = True  # add the time of day in [0, 1) as an input feature (DCRNN add_time_in_day)
     day_of_week: bool = False  # add the day of week / 7 as an input feature
     scaler: Literal["global", "per_node"] = "global"  # z-score from observed training readings: one mean/std or one per sensor
+    train_stride: int = 1  # train on every k-th window start only (a fidelity knob for fast studies); val/test use every window
 
     def __post_init__(self) -> None:
         p = []
@@ -121,6 +122,8 @@ class TrafficDataConfig:
             p.append(f"input_len must be >= 1, but got {self.input_len}")
         if self.output_len < 1:
             p.append(f"output_len must be >= 1, but got {self.output_len}")
+        if self.train_stride < 1:
+            p.append(f"train_stride must be >= 1, but got {self.train_stride}")
         if self.scaler not in ("global", "per_node"):
             p.append(f"scaler must be global or per_node, but got {self.scaler!r}")
         if p:

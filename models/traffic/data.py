@@ -102,20 +102,21 @@ class WindowLoader:
     """Batches of windows in time order, or shuffled by a generator seeded once with ``seed`` (each
     pass draws a new permutation from it, so a run is reproducible and epochs differ)."""
 
-    def __init__(self, windows, batch_size: int, *, shuffle: bool, seed: int = 0) -> None:
+    def __init__(self, windows, batch_size: int, *, shuffle: bool, seed: int = 0, stride: int = 1) -> None:
         import torch
 
-        self.windows, self.batch_size, self.shuffle = windows, batch_size, shuffle
+        self.windows, self.batch_size, self.shuffle, self.stride = windows, batch_size, shuffle, stride
         self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.windows) / self.batch_size)
+        return math.ceil(math.ceil(len(self.windows) / self.stride) / self.batch_size)
 
     def __iter__(self):
         import torch
 
-        n = len(self.windows)
-        order = torch.randperm(n, generator=self._gen) if self.shuffle else torch.arange(n)
+        starts = torch.arange(0, len(self.windows), self.stride)  # every stride-th window start
+        n = len(starts)
+        order = starts[torch.randperm(n, generator=self._gen)] if self.shuffle else starts
         for i in range(0, n, self.batch_size):
             yield self.windows.batch(order[i : i + self.batch_size])
 

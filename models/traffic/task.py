@@ -132,15 +132,23 @@ class TrafficTask(Task):
             "version": DATA_VERSION,
             "dataset": spec.content_key(),
             "content": self.cache.file_digest(files) if files else None,
-            "data": vars(data_cfg),
+            "data": {k: v for k, v in vars(data_cfg).items() if k != "train_stride"},  # the stride only picks windows
             "target": self.target if spec.format == "pems_npz" else None,
         }
-        return self.cache.get_or_build("traffic", key, lambda: load_splits(spec, data_cfg, self.target))
+        splits = self.cache.get_or_build("traffic", key, lambda: load_splits(spec, data_cfg, self.target))
+        if data_cfg.train_stride == 1:
+            return splits
+        import copy
+
+        strided = copy.copy(splits)  # the same parts (shared, read-only); its own info and test lock
+        strided.info = {**splits.info, "train_stride": data_cfg.train_stride}
+        return strided
 
     def loader(self, splits: Splits, split: str, batch_size: int, *, shuffle: bool, seed: int = 0):
         from models.traffic.data import WindowLoader
 
-        return WindowLoader(splits[split], batch_size, shuffle=shuffle, seed=seed)
+        stride = splits.info.get("train_stride", 1) if split == "train" else 1
+        return WindowLoader(splits[split], batch_size, shuffle=shuffle, seed=seed, stride=stride)
 
     # -- model ----------------------------------------------------------------------------------
     def build_model(self, model_cfg: TrafficConfig, splits: Splits):

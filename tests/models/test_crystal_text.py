@@ -31,15 +31,6 @@ from models.crystal_text.text import describe, tokenize  # noqa: E402
 TINY = CrystalTextTask.presets["tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and two OpenMP threads on a busy 2-core machine spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _graph(atoms, **kw):
     return build_crystal_graph(atoms.numbers, atoms.positions, np.asarray(atoms.cell), atoms.pbc, **kw)
 

@@ -22,22 +22,13 @@ from hpo.safe_pickle import UnsafePickleError
 from hpo.tasks import get_task
 from hpo.train import fit
 from models.drug_target.compare import FIGURE_IDS, compare_runs, improvement
-from models.drug_target.data import PAD, PROTEIN_CHARS, SMILES_CHARS, DTADataset, tokenize
+from models.drug_target.data import PAD, PROTEIN_CHARS, SMILES_CHARS, DTADataset, PairLoader, tokenize
 from models.drug_target.metrics import concordance_index, count_inversions, r2_score, regression_metrics, rm2_score
 
 
 @pytest.fixture(scope="module")
 def Task():
     return get_task("drug_target")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def small_synthetic(**kw):
@@ -274,7 +265,8 @@ def test_deepbindnet_forward_backward(Task, overrides):
     model.eval()
     lengths = (batch["drug"] != PAD).sum(1), (batch["protein"] != PAD).sum(1)
     for i in range(5):
-        alone = {"drug": batch["drug"][i : i + 1, : lengths[0][i]], "protein": batch["protein"][i : i + 1, : lengths[1][i]],
+        d, p = int(batch["drug_index"][i]), int(batch["protein_index"][i])  # pair i's rows
+        alone = {"drug": batch["drug"][d : d + 1, : lengths[0][d]], "protein": batch["protein"][p : p + 1, : lengths[1][p]],
                  "y": batch["y"][i : i + 1]}
         pred = task.step(model, alone, train=False).pred
         assert pred.shape == (1,)
@@ -325,3 +317,40 @@ def test_compare_runs_writes_html_with_the_figures(tmp_path):
     assert improvement({"rmse": 2.0, "ci": 0.8}, {"rmse": 1.0, "ci": 0.88})["ci"] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="different names"):
         compare_runs((y, y, "a"), (y, y, "a"), tmp_path / "x.html")
+
+
+def test_each_sequence_is_encoded_once_per_batch_and_grouping_keeps_every_pair(Task):
+    task = Task(small_synthetic())
+    _, model_cfg, data_cfg = tiny_config(Task)
+    splits = task.load(data_cfg)
+    pairs = splits["train"]
+    for group in (0, 2):
+        loader = PairLoader(pairs, 8, shuffle=True, seed=0, batch_proteins=group)
+        seen = []
+        for batch in loader:
+            assert len(torch.unique(batch["protein_index"])) == batch["protein"].shape[0]  # rows are distinct
+            assert batch["drug"].shape[0] <= len(batch["y"]) and batch["protein"].shape[0] <= len(batch["y"])
+            if group:
+                assert batch["protein"].shape[0] <= group + 1  # about `group` proteins per batch
+            seen.append(batch["y"])
+        assert torch.cat(seen).sort().values.equal(torch.from_numpy(pairs.y).sort().values)  # every pair, once
+    # the encoded-once forward equals encoding every pair's sequences
+    model = task.build_model(model_cfg, splits).eval()
+    batch = next(iter(task.loader(splits, "val", 16, shuffle=False)))
+    per_pair = model(batch["drug"][batch["drug_index"]], batch["protein"][batch["protein_index"]])
+    once = model(batch["drug"], batch["protein"], batch["drug_index"], batch["protein_index"])
+    torch.testing.assert_close(once, per_pair, rtol=1e-5, atol=1e-5)
+
+
+def test_train_subsample_keeps_val_and_test(Task):
+    task = Task(small_synthetic())
+    _, _, full_cfg = tiny_config(Task)
+    full = task.load(full_cfg)
+    import dataclasses
+
+    sub = task.load(dataclasses.replace(full_cfg, train_subsample=0.5))
+    assert len(sub["train"]) == round(len(full["train"]) * 0.5)
+    assert len(sub["val"]) == len(full["val"]) and len(sub["test"]) == len(full["test"])
+    assert task.cache.stats.misses == 1  # one cached dataset for both
+    again = task.load(dataclasses.replace(full_cfg, train_subsample=0.5))
+    assert (again["train"].y == sub["train"].y).all()  # the same pairs every time

@@ -19,15 +19,6 @@ def Task():
     return get_task("face3d")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic(**kw):
     spec = {"format": "synthetic", "n_samples": 192, "n_identities": 96, "n_keypoints": 6, "identity_dim": 8,
             "target_dim": 8, "val_fraction": 0.2, "test_fraction": 0.1}

@@ -29,14 +29,6 @@ from models.traffic.model import TrafficTransformer
 
 ROOT = Path(__file__).resolve().parents[2]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two and leaves the shared cores alone."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 SMALL = dict(embed_dim=8, num_heads=2, mlp_ratio=1.0, fusion_heads=2, dropout=0.0,
              temporal_depth_1=1, spatial_depth_1=1, temporal_depth_2=1, spatial_depth_2=1)
@@ -667,3 +659,22 @@ def test_smoke_study_data_is_small():
     assert study.make_task().check() == []
     splits = study.make_task().load(TrafficDataConfig())
     assert splits.info["n_nodes"] == 8 and splits.size("train") < 300 and splits.size("val") > 10
+
+
+def test_train_stride_subsamples_training_windows_only(tmp_path):
+    from hpo.cache import DataCache
+
+    T = get_task("traffic")
+    task = T(T.DatasetSpec.model_validate({"format": "synthetic", "n_nodes": 5, "n_days": 1.0}), None, DataCache(tmp_path))
+    full = task.load(T.DataConfig(output_len=3))
+    strided = task.load(T.DataConfig(output_len=3, train_stride=4))
+    n = len(full["train"])
+    assert len(task.loader(strided, "train", 8, shuffle=False)) == -(-(-(-n // 4)) // 8)
+    assert len(task.loader(strided, "val", 8, shuffle=False)) == len(task.loader(full, "val", 8, shuffle=False))
+    starts = [b["x"] for b in task.loader(strided, "train", 1000, shuffle=False)][0]
+    assert starts.shape[0] == -(-n // 4)
+    assert task.cache.stats.misses == 1  # the stride only picks windows: one cached dataset
+    with strided.locked_test():
+        with pytest.raises(Exception):
+            strided["test"]
+    full["test"]  # the shared parts keep their own lock
