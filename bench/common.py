@@ -66,8 +66,14 @@ class StudyRun:
         return out
 
 
+def outdir(quick: bool) -> Path:
+    """Where a benchmark writes its stores: quick runs never share (or resume) the stores of full runs."""
+    return OUT / "quick" if quick else OUT
+
+
 def run_study_file(path: Path, sets: list[str], tag: str, workdir: Path, **opts) -> StudyRun:
-    """Run a study file (with ``--set`` overrides) in this process into its own SQLite store."""
+    """Run a study file (with ``--set`` overrides) in this process into its own, fresh SQLite store
+    (a store left by an earlier run is removed: a benchmark must not resume an older study)."""
     import optuna
 
     from hpo.runner import RunOptions, run_study
@@ -76,7 +82,10 @@ def run_study_file(path: Path, sets: list[str], tag: str, workdir: Path, **opts)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workdir.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{workdir / (tag + '.db')}"
+    db = workdir / (tag + ".db")
+    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
     study = load_study(path, [*sets, f"storage={url}", f"artifacts={workdir / 'artifacts'}"])
     t0 = time.perf_counter()
     run_study(study, RunOptions(cache_dir=str(OUT / "cache"), **opts))

@@ -20,6 +20,7 @@ keys of the trial that the plans turn against this kind).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -48,13 +49,17 @@ KNOBS: dict[str, tuple[str, ...]] = {
 
 
 def knobs_for(kind: str, keys: Iterable[str]) -> list[str]:
-    keys = sorted(set(keys))
+    return list(_knobs_for(kind, tuple(sorted(set(keys)))))
+
+
+@functools.lru_cache(maxsize=256)
+def _knobs_for(kind: str, keys: tuple[str, ...]) -> tuple[str, ...]:
     out: list[str] = []
     for pattern in KNOBS.get(kind, ()):
         for k in keys:
             if fnmatch.fnmatchcase(k, pattern) and k not in out:
                 out.append(k)
-    return out
+    return tuple(out)
 
 
 def diagnose_curves(
@@ -132,13 +137,19 @@ def diagnose_study(trials: Sequence[Any], *, metric: str, direction: str, thresh
     sign = 1.0 if direction == "minimize" else -1.0
     per: dict[int, list[dict]] = {}
     train_at_best: dict[int, float] = {}
+    by_number = {t.number: t for t in trials}
     for t in trials:
         curves = t.user_attrs.get("curves")
-        if not curves:
+        stored = t.user_attrs.get("diagnosis")
+        if not curves and stored is not None and thresholds == Thresholds():
+            # read without its curves (big studies): the diagnosis the trial stored when it ended, from
+            # the same curves with the same default thresholds
+            per[t.number] = [dict(d) for d in stored if d.get("kind") != "underfitting"]
+        elif curves:
+            per[t.number] = diagnose_curves(curves, metric=metric, direction=direction, config=t.user_attrs.get("config", {}),
+                                            stop_reason=t.user_attrs.get("stop_reason"), thresholds=thresholds)
+        else:
             continue
-        config = t.user_attrs.get("config", {})
-        per[t.number] = diagnose_curves(curves, metric=metric, direction=direction, config=config,
-                                        stop_reason=t.user_attrs.get("stop_reason"), thresholds=thresholds)
         m = t.user_attrs.get("metrics") or {}
         if m.get(f"train_{metric}") is not None:
             train_at_best[t.number] = m[f"train_{metric}"]
@@ -148,7 +159,7 @@ def diagnose_study(trials: Sequence[Any], *, metric: str, direction: str, thresh
             worse = (v / best_train if direction == "minimize" and best_train > 0 else
                      (best_train / v if v > 0 else math.inf))
             if worse > thresholds.underfit_factor:
-                keys = set(next(t for t in trials if t.number == n).user_attrs.get("config", {})) | _default_keys()
+                keys = set(by_number[n].user_attrs.get("config", {})) | _default_keys()
                 per[n].append(_make("underfitting", f"train {metric} {v:.4g} is {worse:.1f}x worse than the study's best train {metric} {best_train:.4g}",
                                     {f"train_{metric}": _r(v), f"study_best_train_{metric}": _r(best_train), "factor": _r(worse)}, keys))
     counts: dict[str, int] = {}
@@ -188,8 +199,9 @@ def _r(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def _default_keys() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _default_keys() -> frozenset[str]:
     from hpo.train.config import TrainConfig
     import dataclasses
 
-    return {f.name for f in dataclasses.fields(TrainConfig) if f.name != "group_lr"}
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.name != "group_lr")

@@ -27,7 +27,7 @@ def load_stored_study(storage_url: str, study_name: str) -> "optuna.Study":
     import optuna
 
     storage = open_storage(storage_url, heartbeat=False)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    names = [s.study_name for s in storage.get_all_studies()]  # names only: reads no trial
     if study_name not in names:
         from hpo.errors import name_rule
 
@@ -41,13 +41,19 @@ def select_trials(ostudy: "optuna.Study", top: int = 1) -> list["FrozenTrial"]:
 
     if top < 1:
         raise UsageError(f"--top must be >= 1, but got {top}")
-    if len(ostudy.directions) > 1:
-        return sorted(ostudy.best_trials, key=lambda t: t.number)[:top] if top > 1 else sorted(ostudy.best_trials, key=lambda t: t.number)
-    done = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    from hpo.report import pareto_front
+    from hpo.storage import full_trial, light_trials
+
+    done = light_trials(ostudy, states=(TrialState.COMPLETE,), without_user_attrs=None)  # ranked on values; the chosen read whole
     if not done:
         raise UsageError(f"study {ostudy.study_name!r} has no complete trial yet")
-    reverse = ostudy.direction.name == "MAXIMIZE"
-    return sorted(done, key=lambda t: t.value, reverse=reverse)[:top]
+    if len(ostudy.directions) > 1:
+        front = sorted(pareto_front(done, ostudy.directions), key=lambda t: t.number)
+        chosen = front[:top] if top > 1 else front
+    else:
+        reverse = ostudy.direction.name == "MAXIMIZE"
+        chosen = sorted(done, key=lambda t: t.value, reverse=reverse)[:top]
+    return [full_trial(ostudy, t) for t in chosen]
 
 
 def exported(ostudy: "optuna.Study", trial: "FrozenTrial", storage_url: str, rank: int = 1) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
+
+import numpy as np
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
@@ -28,8 +30,14 @@ class StudyView:
     def __init__(self, ostudy: "optuna.Study") -> None:
         from hpo.runner import RECORD_ATTR
 
+        from hpo.storage import TrialsSnapshot, light_trials
+
         self.study = ostudy
-        self.trials = ostudy.get_trials(deepcopy=False)
+        # read once, without the curves and intermediate values (a 10,000-trial study is mostly those);
+        # the few trials whose curves are drawn are fetched whole (full())
+        self.trials = light_trials(ostudy)
+        self.snapshot = TrialsSnapshot(ostudy, self.trials)
+        self._full: dict[int, "FrozenTrial"] = {}
         self.record = ostudy.user_attrs.get(RECORD_ATTR) or {}
         spec = self.record.get("spec") or {}
         objs = spec.get("objectives") or ["value"]
@@ -48,15 +56,37 @@ class StudyView:
     def sign(self, i: int = 0) -> float:
         return 1.0 if self.directions[i] == "minimize" else -1.0
 
+    def full(self, t: "FrozenTrial") -> "FrozenTrial":
+        """The trial with its curves (read from the store the first time)."""
+        from hpo.storage import full_trial
+
+        if t.number not in self._full:
+            self._full[t.number] = full_trial(self.study, t)
+        return self._full[t.number]
+
     def ranked(self) -> list["FrozenTrial"]:
         if len(self.directions) > 1:
-            best = {t.number for t in self.study.best_trials}
+            best = {t.number for t in pareto_front(self.complete, self.study.directions)}
             return [t for t in self.complete if t.number in best]
         return sorted(self.complete, key=lambda t: self.sign() * t.values[0])
+
 
     def best(self) -> "FrozenTrial | None":
         r = self.ranked()
         return r[0] if r else None
+
+
+def pareto_front(trials: list["FrozenTrial"], directions) -> list["FrozenTrial"]:
+    """The non-dominated complete trials (Optuna's ``best_trials``, over trials already read)."""
+    try:
+        from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+    except ImportError:  # pragma: no cover - older/newer Optuna without the helper
+        def _get_pareto_front_trials_by_trials(ts, dirs):
+            sign = [1 if d.name == "MINIMIZE" else -1 for d in dirs]
+            keys = [[s * v for s, v in zip(sign, t.values)] for t in ts]
+            return [t for t, a in zip(ts, keys)
+                    if not any(all(x <= y for x, y in zip(b, a)) and b != a for b in keys)]
+    return list(_get_pareto_front_trials_by_trials(trials, directions))
 
 
 # ------------------------------------------------------------------------------ figures
@@ -66,16 +96,14 @@ def history_figure(v: StudyView) -> "go.Figure":
     fig = go.Figure()
     done = sorted(v.complete, key=lambda t: t.number)
     for i, metric in enumerate(v.metrics[:1] if len(v.metrics) == 1 else v.metrics):
-        xs = [t.number for t in done]
-        ys = [t.values[i] for t in done]
+        # numpy arrays: plotly validates and copies them whole instead of element by element
+        xs = np.fromiter((t.number for t in done), dtype=np.int64, count=len(done))
+        ys = np.fromiter((t.values[i] for t in done), dtype=np.float64, count=len(done))
         Scatter = go.Scattergl if len(xs) > 2000 else go.Scatter
-        fig.add_trace(Scatter(x=xs, y=ys, mode="markers", name=metric,
-                              text=[t.user_attrs.get("baseline") or "" for t in done], marker={"size": 6}))
+        fig.add_trace(Scatter(x=xs, y=ys, mode="markers", name=metric, marker={"size": 6},
+                              hovertemplate="trial %{x}: %{y}<extra></extra>"))  # plans: their own trace below
         if len(v.metrics) == 1:
-            best, run = [], math.inf
-            for y in ys:
-                run = min(run, v.sign() * y)
-                best.append(v.sign() * run)
+            best = v.sign() * np.minimum.accumulate(v.sign() * ys) if len(ys) else ys
             fig.add_trace(Scatter(x=xs, y=best, mode="lines", name=f"best {metric}"))
     base = [t for t in done if t.user_attrs.get("baseline")]
     if base:
@@ -99,7 +127,7 @@ def importance_figure(v: StudyView) -> "go.Figure | None":
         try:
             with warnings.catch_warnings():  # PED-ANOVA warns about small regimes; the figure says what it is
                 warnings.simplefilter("ignore", UserWarning)
-                imp = optuna.importance.get_param_importances(v.study, target=(lambda t, i=i: t.values[i]) if len(v.metrics) > 1 else None)
+                imp = optuna.importance.get_param_importances(v.snapshot, target=(lambda t, i=i: t.values[i]) if len(v.metrics) > 1 else None)
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue
         if not imp:
@@ -125,12 +153,12 @@ def parallel_figure(v: StudyView) -> "go.Figure | None":
             nums = [x for x in vals if x is not None]
             if not nums:
                 continue
-            dims.append({"label": name, "values": [x if x is not None else min(nums) for x in vals]})
+            dims.append({"label": name, "values": np.asarray([x if x is not None else min(nums) for x in vals], dtype=np.float64)})
         else:
             cats = sorted({str(x) for x in vals})
             idx = {c: i for i, c in enumerate(cats)}
-            dims.append({"label": name, "values": [idx[str(x)] for x in vals], "tickvals": list(range(len(cats))), "ticktext": cats})
-    ys = [t.values[0] for t in v.complete]
+            dims.append({"label": name, "values": np.asarray([idx[str(x)] for x in vals]), "tickvals": list(range(len(cats))), "ticktext": cats})
+    ys = np.asarray([t.values[0] for t in v.complete], dtype=np.float64)
     dims.append({"label": v.metrics[0], "values": ys})
     fig = go.Figure(go.Parcoords(line={"color": ys, "colorscale": "Viridis", "reversescale": v.directions[0] == "maximize", "showscale": True},
                                  dimensions=dims))
@@ -151,9 +179,12 @@ def slice_figure(v: StudyView) -> "go.Figure | None":
     Scatter = go.Scattergl if len(v.complete) > 2000 else go.Scatter
     for i, name in enumerate(names):
         pts = [(t.params[name], t.values[0], t.number) for t in v.complete if name in t.params]
-        fig.add_trace(Scatter(x=[str(p[0]) if isinstance(p[0], (bool, str)) else p[0] for p in pts], y=[p[1] for p in pts],
-                              mode="markers", marker={"size": 5, "color": [p[2] for p in pts], "colorscale": "Blues"},
-                              text=[f"#{p[2]}" for p in pts], showlegend=False), row=i // cols + 1, col=i % cols + 1)
+        xs = [str(p[0]) if isinstance(p[0], (bool, str)) or p[0] is None else p[0] for p in pts]
+        numeric = all(isinstance(x, (int, float)) for x in xs)
+        fig.add_trace(Scatter(x=np.asarray(xs, dtype=np.float64 if numeric else object), y=np.asarray([p[1] for p in pts], dtype=np.float64),
+                              mode="markers", marker={"size": 5, "color": np.asarray([p[2] for p in pts]), "colorscale": "Blues"},
+                              hovertemplate=f"trial #%{{marker.color}}<br>{name} %{{x}}<br>%{{y}}<extra></extra>", showlegend=False),
+                      row=i // cols + 1, col=i % cols + 1)
     fig.update_layout(title=f"Slice plots ({v.metrics[0]} vs each parameter)", height=260 * rows)
     return fig
 
@@ -163,8 +194,10 @@ def curves_figure(v: StudyView, top: int = MAX_CURVES) -> "go.Figure | None":
     from plotly.subplots import make_subplots
 
     metric = v.monitor.split("_", 1)[1] if v.monitor.startswith("val_") else v.monitor
-    chosen = [t for t in v.ranked()[:top] if t.user_attrs.get("curves")]
-    base = [t for t in v.complete if t.user_attrs.get("baseline") and t not in chosen and t.user_attrs.get("curves")]
+    chosen = [f for f in map(v.full, v.ranked()[:top]) if f.user_attrs.get("curves")]
+    taken = {t.number for t in chosen}
+    base = [f for f in map(v.full, [t for t in v.complete if t.user_attrs.get("baseline") and t.number not in taken])
+            if f.user_attrs.get("curves")]
     chosen += base[: max(0, top + 3 - len(chosen))]
     if not chosen:
         return None

@@ -147,3 +147,45 @@ def artifact_store(path: str | os.PathLike):
 
     Path(path).mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(path))
+
+
+def light_trials(ostudy, states=None, without_user_attrs: tuple[str, ...] | None = ("curves",)) -> list:
+    """The trials of a study for overviews of big studies: on a relational store without intermediate
+    values and the named (large) user attrs (``None``: any), read in one pass; elsewhere all of each trial.
+    ``full_trial`` gives one trial with everything."""
+    backend = getattr(ostudy._storage, "_backend", ostudy._storage)
+    if hasattr(backend, "get_trials_light"):
+        return backend.get_trials_light(ostudy._study_id, states, without_user_attrs)
+    return ostudy.get_trials(deepcopy=False, states=states)
+
+
+def full_trial(ostudy, trial):
+    """``trial`` with all its attrs and intermediate values (a no-op for one that has them)."""
+    backend = getattr(ostudy._storage, "_backend", ostudy._storage)
+    if hasattr(backend, "get_trials_light"):
+        return ostudy._storage.get_trial(trial._trial_id)
+    return trial
+
+
+class TrialsSnapshot:
+    """A read-only view of a study over a given list of trials, for Optuna's analysis functions
+    (importances, Pareto fronts) so they do not read the whole store again."""
+
+    def __init__(self, ostudy, trials: list) -> None:
+        self._study, self._trials = ostudy, trials
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        import copy
+
+        out = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(out) if deepcopy else out
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
+        return self.get_trials(deepcopy, states)
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()

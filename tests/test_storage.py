@@ -158,3 +158,65 @@ def test_every_store_operation_is_retried_on_lost_connections():
             assert hasattr(getattr(ResilientRDBStorage, name), "__wrapped__"), name
     for name in BATCHED:
         assert hasattr(ResilientRDBStorage, name)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])])
+def test_fast_trial_query_returns_what_optunas_query_returns(backend, tmp_path, request):
+    """Our Core-SQL ``_get_trials`` must give exactly Optuna's FrozenTrials for every selection the
+    cached storage asks for (all, by state, newer than an id, plus an explicit set of older ids)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'q.db'}"
+    else:
+        pg = request.getfixturevalue("postgres")
+        os.environ.update(pg.env())
+        import psycopg
+
+        name = f"q{abs(hash(str(tmp_path))) % 10**8}"
+        with psycopg.connect(f"host=127.0.0.1 port={pg.port} user=hpo dbname=postgres", autocommit=True) as c:
+            c.execute(f"CREATE DATABASE {name}")
+        url = pg.url.rsplit("/", 1)[0] + f"/{name}"
+    storage = open_storage(url, heartbeat=False)
+    assert type(storage)._get_trials is not optuna.storages.RDBStorage._get_trials  # our query, not Optuna's
+    study = optuna.create_study(study_name="q", storage=storage, directions=["minimize", "maximize"])
+    dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "n": IntDistribution(1, 8),
+             "kind": CategoricalDistribution(["a", None, 2, 1.5, True])}
+    for i in range(12):
+        state = [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL][i % 3]
+        params = {"lr": 10 ** -(1 + i % 3), "n": 1 + i % 8, "kind": ["a", None, 2, 1.5, True][i % 5]}
+        values = [float("inf") if i == 3 else i * 0.5, -i * 1.0] if state == optuna.trial.TrialState.COMPLETE else None
+        study.add_trial(optuna.trial.create_trial(
+            state=state, values=values, params=params if i % 4 else {"lr": params["lr"]},
+            distributions=dists if i % 4 else {"lr": dists["lr"]},
+            user_attrs={"curves": {"val": [1.0, 0.5, i]}, "note": f"t{i}", "nested": {"a": [None, True]}},
+            system_attrs={"fixed_params": {"n": i}} if i % 2 else {},
+            intermediate_values={s: (float("nan") if s == 2 and i == 4 else float("-inf") if s == 3 else s / (i + 1))
+                                 for s in range(1 + i % 4)}))
+    running = study.ask()
+    running.set_user_attr("worker", "w1")
+    sid = storage.get_study_id_from_name("q")
+    ids = [t._trial_id for t in storage.get_all_trials(sid)]
+    selections = [(None, set(), -1), ((optuna.trial.TrialState.COMPLETE,), set(), -1),
+                  ((optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING), set(), -1),
+                  (None, set(), ids[6]), (None, {ids[1], ids[4], ids[9]}, ids[6]), (None, set(range(ids[0], ids[0] + 600)), ids[6])]
+
+    def same(a, b):
+        if a == b:
+            return True
+        if isinstance(a, float) and isinstance(b, float):
+            return a != a and b != b  # NaN
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return False
+
+    for states, included, greater in selections:
+        ours = storage._get_trials(sid, states, included, greater)
+        theirs = optuna.storages.RDBStorage._get_trials(storage, sid, states, included, greater)
+        assert [t._trial_id for t in ours] == [t._trial_id for t in theirs] and ours, (states, greater)
+        for a, b in zip(ours, theirs):
+            for field in ("number", "state", "values", "datetime_start", "datetime_complete", "params", "distributions",
+                          "user_attrs", "system_attrs"):
+                assert getattr(a, field) == getattr(b, field), (a.number, field)
+            assert same(a.intermediate_values, b.intermediate_values), a.number
+            assert list(a.params) == list(b.params)  # parameter order kept (samplers and exports rely on it)
