@@ -126,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def time_seed_baseline(task, Task, splits, device: str, batch: int = 8, steps: int = 2) -> dict:
     """Seconds per training pair of the seed's full-size model (forward, backward, AdamW step)."""
-    import torch
-
     from hpo.train.optim import make_optimizer
 
     train_cfg, model_cfg, _ = Task.split_config({**SEED_BASELINE, **DAVIS_DATA, "batch_size": batch})

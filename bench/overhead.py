@@ -7,8 +7,8 @@ blocks of two trials in one process so that machine noise hits both alike. Print
 <= 1.02x bare). Then runs the study itself with a fresh cache directory and prints the cache hit rate
 (processed data built once, then reused by every trial).
 
-    python bench/overhead.py                                    # crystal_text smoke study
-    python bench/overhead.py --study studies/quickstart.yaml --reps 5
+    python bench/overhead.py                                    # the quickstart study, 6 reps
+    python bench/overhead.py --study studies/smoke/crystal_text.yaml --reps 5
     python bench/overhead.py --quick                            # a few seconds
 """
 
@@ -22,17 +22,20 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", default="studies/smoke/crystal_text.yaml")
-    ap.add_argument("--reps", type=int, default=5, help="trials of each kind")
+    ap.add_argument("--study", default="studies/quickstart.yaml", help="relative to the working directory or the project root")
+    ap.add_argument("--reps", type=int, default=6, help="trials of each kind")
     ap.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     ap.add_argument("--quick", action="store_true", help="toy task, 3 reps: checks the script runs")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    if not Path(args.study).exists() and (ROOT / args.study).exists():
+        args.study = str(ROOT / args.study)
 
     import optuna
     import torch
@@ -141,6 +144,9 @@ def main(argv=None) -> dict:
           f"{c.memory_hits + c.disk_hits} hits -> hit rate {c.hit_rate:.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    from common import machine, save
+
+    save("overhead" + ("-quick" if args.quick else ""), {"machine": machine(), **result})
     return result
 
 

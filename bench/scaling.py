@@ -93,7 +93,7 @@ def bare_time(path: Path, tmp: Path) -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--trials", type=int, default=48, help="trials of the 1-vs-2-workers study (2 workers pay their start-up once)")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--json")
@@ -142,7 +142,7 @@ def main(argv=None) -> dict:
     if not args.no_ray:
         import ray
 
-        rn = 4 if args.quick else 12
+        rn = 4 if args.quick else 24
         t_start = time.perf_counter()
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
         start = time.perf_counter() - t_start
@@ -159,6 +159,9 @@ def main(argv=None) -> dict:
               f"-> {t_ray / t_local:.2f}x (target <= 1.2x), {((t_ray + start) / t_local):.2f}x with the start")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
+    from common import machine, save
+
+    save("scaling" + ("-quick" if args.quick else ""), {"machine": machine(), **out})
     return out
 
 

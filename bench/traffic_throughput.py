@@ -187,8 +187,9 @@ def main(argv=None) -> int:
           f"{rp if rp is None else format(rp, '.2f'):>10}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    else:
-        print(json.dumps(result))
+    from common import save
+
+    print(f"saved {save('traffic_throughput' + ('-quick' if args.quick else ''), result)}")
     return 0
 
 

@@ -116,3 +116,21 @@ def postgres():
     os.environ.setdefault("PGPASSWORD", server.env()["PGPASSWORD"])
     yield server
     server.close()
+
+
+# ---------------------------------------------------------------------------- figures in the summary
+_FIGURES: list[tuple[str, dict]] = []
+
+
+@pytest.fixture
+def report_figures():
+    """``report_figures(name, dict)``: figures a test measured, printed in the session summary (so CI
+    logs show them for passing tests too)."""
+    return lambda name, figures: _FIGURES.append((name, dict(figures)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for name, figures in _FIGURES:
+            terminalreporter.write_line(f"{name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))

@@ -58,7 +58,7 @@ def _wait(pred, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_sigkill_mid_trial_is_retried_and_the_budget_is_exact(tmp_path):
+def test_sigkill_mid_trial_is_retried_and_the_budget_is_exact(tmp_path, report_figures):
     url = f"sqlite:///{tmp_path / 'ft.db'}"
     n = 6
     path = _study_file(tmp_path, "ft", n, url)
@@ -83,7 +83,7 @@ def test_sigkill_mid_trial_is_retried_and_the_budget_is_exact(tmp_path):
     retries = [t for t in trials if killed.number in t.system_attrs.get("retry_history", [])]
     figures = {"asked": n, "completed": states.count("COMPLETE"), "retried": len(retries),
                "running_left": states.count("RUNNING"), "failed": states.count("FAIL")}
-    print("SIGKILL figures:", figures)
+    report_figures("SIGKILL of a worker mid-trial (SQLite, 2 workers)", figures)
     assert figures["running_left"] == 0
     assert killed.state.name == "FAIL"  # marked by the surviving worker's heartbeat check
     assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state.name == "COMPLETE"
@@ -92,7 +92,7 @@ def test_sigkill_mid_trial_is_retried_and_the_budget_is_exact(tmp_path):
 
 
 @pytest.mark.postgres
-def test_postgres_restart_during_a_study_loses_nothing(tmp_path, postgres):
+def test_postgres_restart_during_a_study_loses_nothing(tmp_path, postgres, report_figures):
     name = f"pgrestart{int(time.time())}"
     n = 8
     path = _study_file(tmp_path, name, n, postgres.url, epochs=10)
@@ -116,7 +116,7 @@ def test_postgres_restart_during_a_study_loses_nothing(tmp_path, postgres):
     trials = _trials(postgres.url, name)
     states = [t.state.name for t in trials]
     figures = {"asked": n, "completed": states.count("COMPLETE"), "failed": states.count("FAIL"), "running_left": states.count("RUNNING")}
-    print("PostgreSQL restart figures:", figures)
+    report_figures("PostgreSQL server restarted mid-study (2 workers)", figures)
     for t in trials:
         if t.state.name != "COMPLETE":
             print(t.number, t.state.name, t.user_attrs.get("stop_detail"), t.system_attrs.get("fail_reason"))

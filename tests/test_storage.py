@@ -104,9 +104,9 @@ def test_postgres_password_comes_from_the_environment(postgres, monkeypatch):
 
 
 @pytest.mark.slow
-def test_four_workers_on_sqlite_without_database_is_locked(tmp_path):
+def test_four_workers_on_sqlite_without_database_is_locked(tmp_path, report_figures):
     p = tmp_path / "s.yaml"
-    p.write_text(STUDY.format(n=100, url=f"sqlite:///{tmp_path / 'four.db'}", artifacts=tmp_path / "art")
+    p.write_text(STUDY.format(n=200, url=f"sqlite:///{tmp_path / 'four.db'}", artifacts=tmp_path / "art")
                  .replace("epochs: 3", "epochs: 1").replace("n_samples: 96", "n_samples: 32"))
     from hpo.spec.load import apply_sets
     from hpo.yaml_io import load_yaml
@@ -117,10 +117,12 @@ def test_four_workers_on_sqlite_without_database_is_locked(tmp_path):
     trials = st.get_trials()
     failed = [t for t in trials if t.state.name == "FAIL"]
     locked = [t for t in failed if "locked" in (t.system_attrs.get("fail_reason", "") + t.user_attrs.get("stop_detail", ""))]
+    report_figures("4 workers x 200 short trials on SQLite", {"trials": len(trials), "database_is_locked": len(locked),
+                                                               "surplus": len(failed)})
     assert not locked
     # the only failures allowed: workers that raced for the last slots of the budget (never trained, not counted)
     assert all(t.user_attrs.get("stop_reason") == "surplus" and "curves" not in t.user_attrs for t in failed)
-    assert budget_of(trials).used == 100 and summary.budget.used == 100
+    assert budget_of(trials).used == 200 and summary.budget.used == 200
     trained = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len({t.user_attrs["worker"] for t in trained}) == 4  # four processes really served trials
 

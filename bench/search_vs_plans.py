@@ -1,0 +1,95 @@
+"""Search beats the plans? On Los-loop, with equal budgets of training runs:
+
+- plans:  the seed-002 plans alone (the study's named baselines, run as a grid of named configs);
+- tpe:    TPE warm-started from them (the plans are its first trials, then TPE);
+- random: random search over the same space (no plans).
+
+Prints the best validation metric after each trial (the anytime curve, also as plotly HTML in
+runs/bench/search_vs_plans.html), and each arm's best config re-evaluated on the held-out test split
+over 5 seeds (mean ± std; the test split is read only there).
+
+    python bench/search_vs_plans.py           # ~30 min on 2 cores
+    python bench/search_vs_plans.py --quick   # a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import OUT, ROOT, machine, outdir, run_study_file, save, table
+
+STUDY = ROOT / "bench" / "studies" / "los_loop.yaml"
+# the study's own CPU fidelity (see its header); nothing else changed
+FIDELITY: list[str] = []
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=8, help="budget of the tpe and random arms (the plans arm runs its 5 plans)")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds of the test re-evaluation")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    from hpo.export import load_stored_study
+    from hpo.reevaluate import reevaluate
+
+    sets = list(FIDELITY)
+    n, seeds = args.trials, args.seeds
+    if args.quick:
+        sets += ["space.fixed.train_stride=48", "task.dataset.train_frac=0.77", "task.dataset.val_frac=0.03",
+                 "budget.max_epochs=1", "training.epochs=1"]
+        n, seeds = 3, 2
+    from hpo.spec import load_study
+
+    plans = list(load_study(STUDY, sets, check_data=False).space.baselines)
+    arms = {
+        "plans": [*sets, f"budget.n_trials={2 if args.quick else len(plans)}", "pruner={type: none}"],
+        "tpe": [*sets, f"budget.n_trials={n}"],
+        "random": [*sets, f"budget.n_trials={n}", "baselines={}", "sampler={type: random, seed: 0}"],
+    }
+    runs, result = {}, {"machine": machine(), "plans": plans, "arms": {}}
+    for arm, arm_sets in arms.items():
+        runs[arm] = r = run_study_file(STUDY, arm_sets, f"svp-{arm}", outdir(args.quick) / "search_vs_plans")
+        print(f"{arm:<7s} {len(r.trials)} trials, {r.epochs} epochs, {r.wall_s:.0f}s, best val {r.best().value:.4f} "
+              f"(trial #{r.best().number}{' ' + r.best().user_attrs['baseline'] if r.best().user_attrs.get('baseline') else ''})", flush=True)
+    rows = []
+    for arm, r in runs.items():
+        url = f"sqlite:///{outdir(args.quick) / 'search_vs_plans' / ('svp-' + arm + '.db')}"
+        ostudy = load_stored_study(url, "bench-los-loop")
+        re = reevaluate(ostudy, top=1, seeds=list(range(seeds)), baselines=False, cache_dir=str(OUT / "cache"))
+        entry = next(iter(re["configs"].values()))
+        test = entry["summary"]["mae"]
+        best = r.best()
+        result["arms"][arm] = {"trials": len(r.trials), "epochs": r.epochs, "wall_s": round(r.wall_s, 1),
+                               "best_val_mae": best.value, "best_trial": best.number, "best_is_plan": best.user_attrs.get("baseline"),
+                               "anytime": r.anytime(), "test_mae_mean": test["mean"], "test_mae_std": test["std"],
+                               "test_mae_values": test["values"], "best_config": best.user_attrs["config"]}
+        rows.append([arm, len(r.trials), r.epochs, round(r.wall_s), best.value, best.user_attrs.get("baseline") or f"#{best.number}",
+                     f"{test['mean']:.4f} ± {test['std']:.4f}"])
+        print(f"{arm:<7s} test MAE over {seeds} seeds: {test['mean']:.4f} ± {test['std']:.4f}", flush=True)
+    print()
+    print(table(rows, ["arm", "trials", "epochs", "wall s", "best val MAE", "best config", f"test MAE ({seeds} seeds)"]))
+    print("\nanytime best val MAE after each trial:")
+    width = max(len(r.anytime()) for r in runs.values())
+    for arm, r in runs.items():
+        a = r.anytime()
+        print(f"  {arm:<7s} " + " ".join(f"{v:.3f}" if v is not None else "  -  " for v in a + [a[-1]] * (width - len(a))))
+    _anytime_html(runs, outdir(args.quick) / "search_vs_plans.html")
+    save("search_vs_plans" + ("-quick" if args.quick else ""), result)
+    return result
+
+
+def _anytime_html(runs, path) -> None:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for arm, r in runs.items():
+        a = r.anytime()
+        fig.add_trace(go.Scatter(x=list(range(1, len(a) + 1)), y=a, mode="lines+markers", name=arm, line={"shape": "hv"}))
+    fig.update_layout(title="Los-loop: best validation MAE after each trial (equal budgets)", xaxis_title="trials trained",
+                      yaxis_title="best val MAE (mph)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(str(path), include_plotlyjs=True)
+
+
+if __name__ == "__main__":
+    main()
