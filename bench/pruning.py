@@ -25,6 +25,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=list(STUDIES), choices=list(STUDIES))
     ap.add_argument("--trials", type=int, help="trials per study (default: the study's)")
+    ap.add_argument("--epochs", type=int, help="epochs per trial (default: the study's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="more study overrides, as hpo run --set")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     result: dict = {"machine": machine(), "datasets": {}}
@@ -32,8 +34,11 @@ def main(argv=None) -> dict:
         sets = ["baselines={}"]  # the pruners compete on the same sampled configs, not on the plans
         if args.trials:
             sets.append(f"budget.n_trials={args.trials}")
+        if args.epochs:
+            sets += [f"budget.max_epochs={args.epochs}", f"training.epochs={args.epochs}"]
+        sets += args.set
         if args.quick:
-            sets += ["budget.n_trials=3", "budget.max_epochs=2", "training.epochs=2", *QUICK.get(ds, [])]
+            sets += ["budget.n_trials=2", "budget.max_epochs=2", "training.epochs=2", *QUICK.get(ds, [])]
         runs = {}
         for name, pruner in PRUNERS.items():
             runs[name] = run_study_file(STUDIES[ds], [*sets, pruner], f"{ds}-{name}", outdir(args.quick) / "pruning")
