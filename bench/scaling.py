@@ -144,7 +144,10 @@ def main(argv=None) -> dict:
 
         rn = 4 if args.quick else 24
         t_start = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+        from hpo.backends.ray_backend import _local_runtime_env
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env=_local_runtime_env())
         start = time.perf_counter() - t_start
         try:
             ray_path = write_study(tmp, "ray", rn, epochs, samples, f"sqlite:///{tmp}/ray.db")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from hpo.errors import UsageError
+from hpo.errors import HpoError, UsageError
 from hpo.objective import TrialHandle
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def run_ray(
     if not ray.is_initialized():
         if address in (None, "local"):
             ray.init(num_cpus=cpus, num_gpus=len(opts.gpus) if opts.gpus else None, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+                     log_to_driver=False, configure_logging=False, runtime_env=_local_runtime_env())
         else:
             ray.init(address=address, log_to_driver=False)
         started_here = True
@@ -265,7 +265,11 @@ def run_ray(
                 ),
                 run_config=tune.RunConfig(name=f"hpo-{study_name}", storage_path=str(Path("runs/ray").resolve()), verbose=0),
             )
-            tuner.fit()
+            results = tuner.fit()
+            errors = list(results.errors)
+            if errors and len(errors) == len(results):
+                raise HpoError(f"every Ray trial failed ({len(errors)}); the first: {str(errors[0]).strip().splitlines()[-1]}"
+                               " (with a cluster of your own, its workers need fusion-hpo installed, or the project on PYTHONPATH)")
     finally:
         if started_here:
             ray.shutdown()
@@ -275,3 +279,14 @@ def run_ray(
     for t in best_trials(ostudy):
         summary.best.append({"number": t.number, "values": t.values, "baseline": t.user_attrs.get("baseline")})
     return summary
+
+
+def _local_runtime_env() -> dict:
+    """Workers of a cluster started here import ``hpo`` and ``models`` from where this process does,
+    installed or not (e.g. run from a checkout)."""
+    import hpo
+    import models
+
+    roots = [str(Path(m.__file__).resolve().parents[1]) for m in (hpo, models)]
+    path = os.pathsep.join(dict.fromkeys([*roots, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+    return {"env_vars": {"PYTHONPATH": path}}
