@@ -2,7 +2,7 @@
 median and hyperband, on real data; total epochs trained, wall time and best validation metric.
 Target: a pruner reaches within 1 % of the unpruned best with at most 1/3 of its epochs.
 
-    python bench/pruning.py                      # Los-loop and Davis (~45 min on 2 cores)
+    python bench/pruning.py                      # Los-loop and Davis (~40-60 min on 2 cores; BENCHMARKS.md)
     python bench/pruning.py --datasets los_loop  # one of them
     python bench/pruning.py --quick              # a few minutes: checks the script runs
 """

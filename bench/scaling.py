@@ -7,7 +7,7 @@
 3. Ray Tune backend vs local backend, same study, same concurrency (target: Ray <= 1.2x local wall
    time), with the Ray cluster already running (as on a real cluster) and including its start.
 
-    python bench/scaling.py            # ~15 minutes on 2 cores
+    python bench/scaling.py            # ~6 minutes on 2 cores
     python bench/scaling.py --quick    # a minute: checks the script runs
 """
 

@@ -8,7 +8,7 @@ Prints the best validation metric after each trial (the anytime curve, also as p
 runs/bench/search_vs_plans.html), and each arm's best config re-evaluated on the held-out test split
 over 5 seeds (mean ± std; the test split is read only there).
 
-    python bench/search_vs_plans.py           # ~30 min on 2 cores
+    python bench/search_vs_plans.py           # ~40-60 min on 2 cores (BENCHMARKS.md)
     python bench/search_vs_plans.py --quick   # a few minutes
 """
 
