@@ -1,7 +1,7 @@
 """Benchmark: DeepBindNet on Davis (DeepDTA folder, pKd, official folds) beside DeepDTA's published figures.
 
     python bench/dta_davis.py --quick          # ~30 s: tiny model, 1 epoch on 512 pairs, 1,000 test pairs
-    python bench/dta_davis.py                  # one epoch of the CPU baseline: ~10-15 min on 2 idle CPU cores
+    python bench/dta_davis.py                  # one epoch of the CPU baseline: ~7 min on 2 idle CPU cores
     python bench/dta_davis.py --epochs 3       # a longer budget
     python bench/dta_davis.py --config seed --epochs 100 --device cuda   # the seed's full baseline (GPU)
 
