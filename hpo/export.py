@@ -41,7 +41,6 @@ def select_trials(ostudy: "optuna.Study", top: int = 1) -> list["FrozenTrial"]:
 
     if top < 1:
         raise UsageError(f"--top must be >= 1, but got {top}")
-    from hpo.report import pareto_front
     from hpo.storage import full_trial, light_trials
 
     done = light_trials(ostudy, states=(TrialState.COMPLETE,), without_user_attrs=None)  # ranked on values; the chosen read whole
@@ -54,6 +53,19 @@ def select_trials(ostudy: "optuna.Study", top: int = 1) -> list["FrozenTrial"]:
         reverse = ostudy.direction.name == "MAXIMIZE"
         chosen = sorted(done, key=lambda t: t.value, reverse=reverse)[:top]
     return [full_trial(ostudy, t) for t in chosen]
+
+
+def pareto_front(trials: list["FrozenTrial"], directions) -> list["FrozenTrial"]:
+    """The non-dominated complete trials (Optuna's ``best_trials``, over trials already read)."""
+    try:
+        from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+    except ImportError:  # pragma: no cover - older/newer Optuna without the helper
+        def _get_pareto_front_trials_by_trials(ts, dirs):
+            sign = [1 if d.name == "MINIMIZE" else -1 for d in dirs]
+            keys = [[s * v for s, v in zip(sign, t.values)] for t in ts]
+            return [t for t, a in zip(ts, keys)
+                    if not any(all(x <= y for x, y in zip(b, a)) and b != a for b in keys)]
+    return list(_get_pareto_front_trials_by_trials(trials, directions))
 
 
 def exported(ostudy: "optuna.Study", trial: "FrozenTrial", storage_url: str, rank: int = 1) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     import optuna
@@ -66,27 +66,16 @@ class StudyView:
 
     def ranked(self) -> list["FrozenTrial"]:
         if len(self.directions) > 1:
+            from hpo.export import pareto_front
+
             best = {t.number for t in pareto_front(self.complete, self.study.directions)}
             return [t for t in self.complete if t.number in best]
         return sorted(self.complete, key=lambda t: self.sign() * t.values[0])
-
 
     def best(self) -> "FrozenTrial | None":
         r = self.ranked()
         return r[0] if r else None
 
-
-def pareto_front(trials: list["FrozenTrial"], directions) -> list["FrozenTrial"]:
-    """The non-dominated complete trials (Optuna's ``best_trials``, over trials already read)."""
-    try:
-        from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
-    except ImportError:  # pragma: no cover - older/newer Optuna without the helper
-        def _get_pareto_front_trials_by_trials(ts, dirs):
-            sign = [1 if d.name == "MINIMIZE" else -1 for d in dirs]
-            keys = [[s * v for s, v in zip(sign, t.values)] for t in ts]
-            return [t for t, a in zip(ts, keys)
-                    if not any(all(x <= y for x, y in zip(b, a)) and b != a for b in keys)]
-    return list(_get_pareto_front_trials_by_trials(trials, directions))
 
 
 # ------------------------------------------------------------------------------ figures
