@@ -14,8 +14,13 @@ import functools
 import logging
 import time
 
+from typing import TYPE_CHECKING
+
 import optuna
 import sqlalchemy.exc as sa_exc
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 logger = logging.getLogger("hpo.storage")
 
@@ -82,13 +87,8 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
 
     def _query_trials(self, study_id: int, states, included_trial_ids: set[int], trial_id_greater_than: int,
                       light: tuple[str, ...] | None = None) -> list:
-        import json
-
-        from optuna.distributions import json_to_distribution
         from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-        from optuna.trial import FrozenTrial
-        from sqlalchemy import or_, select
+        from sqlalchemy import or_
 
         included = {i for i in included_trial_ids if i <= trial_id_greater_than}
         T = models.TrialModel.__table__
@@ -104,14 +104,39 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                 wanted = included
         elif trial_id_greater_than > -1:
             where.append(T.c.trial_id > trial_id_greater_than)
+        return self._load_trials(where, light, study_id=study_id, wanted=wanted, newer_than=trial_id_greater_than)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        """One trial, read like :meth:`_get_trials` (Optuna's ORM path costs ~10 ms a call on SQLite; the
+        worker reads its running trial a few times per trial)."""
+        from optuna.storages._rdb import models
+
+        trials = self._load_trials([models.TrialModel.__table__.c.trial_id == trial_id], None)
+        if not trials:
+            raise KeyError(f"No trial with trial id {trial_id} exists.")  # what Optuna's get_trial raises
+        return trials[0]
+
+    def _load_trials(self, where: list, light: tuple[str, ...] | None, *, study_id: int | None = None,
+                     wanted: set[int] | None = None, newer_than: int = -1) -> list:
+        """The FrozenTrials of the trial rows matching ``where``; ``light``: see :meth:`get_trials_light`."""
+        import json
+
+        from optuna.distributions import json_to_distribution
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from optuna.trial import FrozenTrial
+        from sqlalchemy import select
+
+        T = models.TrialModel.__table__
         ids = select(T.c.trial_id).where(*where).scalar_subquery()
 
         with _create_scoped_session(self.scoped_session) as session:
-            models.StudyModel.find_or_raise_by_id(study_id, session)
+            if study_id is not None:
+                models.StudyModel.find_or_raise_by_id(study_id, session)
             rows = session.execute(select(T.c.trial_id, T.c.number, T.c.state, T.c.datetime_start, T.c.datetime_complete)
                                    .where(*where).order_by(T.c.trial_id)).all()
             if wanted is not None:
-                rows = [r for r in rows if r.trial_id in wanted or r.trial_id > trial_id_greater_than]
+                rows = [r for r in rows if r.trial_id in wanted or r.trial_id > newer_than]
             if not rows:
                 return []
 

@@ -164,8 +164,9 @@ def test_every_store_operation_is_retried_on_lost_connections():
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def test_fast_trial_query_returns_what_optunas_query_returns(backend, tmp_path, request):
-    """Our Core-SQL ``_get_trials`` must give exactly Optuna's FrozenTrials for every selection the
-    cached storage asks for (all, by state, newer than an id, plus an explicit set of older ids)."""
+    """Our Core-SQL ``_get_trials`` and ``get_trial`` must give exactly Optuna's FrozenTrials for every
+    selection the cached storage asks for (all, by state, newer than an id, plus an explicit set of older
+    ids) and for each trial read alone."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if backend == "sqlite":
@@ -181,6 +182,7 @@ def test_fast_trial_query_returns_what_optunas_query_returns(backend, tmp_path, 
         url = pg.url.rsplit("/", 1)[0] + f"/{name}"
     storage = open_storage(url, heartbeat=False)
     assert type(storage)._get_trials is not optuna.storages.RDBStorage._get_trials  # our query, not Optuna's
+    assert type(storage).get_trial is not optuna.storages.RDBStorage.get_trial
     study = optuna.create_study(study_name="q", storage=storage, directions=["minimize", "maximize"])
     dists = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "n": IntDistribution(1, 8),
              "kind": CategoricalDistribution(["a", None, 2, 1.5, True])}
@@ -212,9 +214,15 @@ def test_fast_trial_query_returns_what_optunas_query_returns(backend, tmp_path, 
             return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
         return False
 
+    def read_each(states, included, greater, read):  # get_trial: one trial at a time, our path or Optuna's
+        return [read(storage, tid) for tid in ids if tid in included or tid > greater]
+
     for states, included, greater in selections:
         ours = storage._get_trials(sid, states, included, greater)
         theirs = optuna.storages.RDBStorage._get_trials(storage, sid, states, included, greater)
+        if states is None:
+            ours = read_each(states, included, greater, type(storage).get_trial) + ours
+            theirs = read_each(states, included, greater, optuna.storages.RDBStorage.get_trial) + theirs
         assert [t._trial_id for t in ours] == [t._trial_id for t in theirs] and ours, (states, greater)
         for a, b in zip(ours, theirs):
             for field in ("number", "state", "values", "datetime_start", "datetime_complete", "params", "distributions",
@@ -222,3 +230,5 @@ def test_fast_trial_query_returns_what_optunas_query_returns(backend, tmp_path, 
                 assert getattr(a, field) == getattr(b, field), (a.number, field)
             assert same(a.intermediate_values, b.intermediate_values), a.number
             assert list(a.params) == list(b.params)  # parameter order kept (samplers and exports rely on it)
+    with pytest.raises(KeyError):  # Optuna's contract for an unknown id
+        storage.get_trial(max(ids) + 100)
