@@ -61,3 +61,21 @@ def test_ray_backend_runs_the_same_study(tmp_path):
     # trials really ran concurrently (ray #46965: OptunaSearch can collapse concurrency to 1)
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials if t.datetime_complete)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
+
+
+def test_ray_backend_without_a_tune_scheduler_stores_every_epoch(tmp_path):
+    """With no Tune scheduler the workers do not report epochs to Tune (a round trip each); they write
+    every epoch to the store themselves, so curves and intermediate values are as with a scheduler."""
+    pytest.importorskip("ray")
+    path = tmp_path / "ray.yaml"
+    path.write_text(STUDY.format(db=tmp_path / "ray.db", art=tmp_path / "art"))
+    r = hpo_cli("run", path, "--address", "local", "--trials", "3", "--set", "ray.scheduler=none", cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    trials = optuna.load_study(study_name="ray-toy", storage=f"sqlite:///{tmp_path / 'ray.db'}").get_trials()
+    trained = [t for t in trials if t.user_attrs.get("stop_reason") != "constraint"]
+    assert len(trained) >= 3 and all(t.state.name == "COMPLETE" for t in trained)  # nothing stops them early
+    for t in trained:
+        curve = t.user_attrs["curves"]["val_mae"]
+        assert sorted(t.intermediate_values) == list(range(1, 9)) == t.user_attrs["curves"]["epoch"]
+        assert [t.intermediate_values[e] for e in range(1, 9)] == pytest.approx(curve)
+        assert t.value == min(curve)

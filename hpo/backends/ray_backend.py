@@ -32,37 +32,72 @@ logger = logging.getLogger(__name__)
 
 
 class RayHandle(TrialHandle):
-    """A trial seen from a Ray worker: writes go to the store by trial id, epochs are reported to Tune."""
+    """A trial seen from a Ray worker: writes go to the store by trial id.
 
-    def __init__(self, storage, trial_id: int, number: int, monitor: str) -> None:
+    The worker writes the trial's intermediate values (single objective) and curves itself, as the
+    local backend does. Where a Tune scheduler decides on epochs (ASHA, HyperBand: ``to_tune``), every
+    epoch is written at once and reported to Tune, which may stop the trial after any report (a stopped
+    trial keeps its curves). Otherwise nothing asks about epochs: they are written in batches, every
+    ``flush_seconds`` and at the end, and Tune hears only the trial's end — a report to Tune waits for
+    the driver's round trip (~50 ms per epoch on 2 cores).
+    """
+
+    flush_seconds = 10.0
+
+    def __init__(self, storage, trial_id: int, number: int, monitor: str, *, intermediate: bool = True,
+                 to_tune: bool = True) -> None:
         self.storage, self.trial_id, self.number, self.monitor = storage, trial_id, number, monitor
+        self.intermediate, self.to_tune = intermediate, to_tune
         self.curves: dict[str, list] = {}
+        self._pending: dict[int, float] = {}
+        self._flushed_at = time.monotonic()
 
     def set_user_attr(self, key: str, value: Any) -> None:
-        import optuna
-
-        try:
-            self.storage.set_trial_user_attr(self.trial_id, key, value)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # the scheduler stopped the trial and the driver already recorded it
+        self.set_user_attrs({key: value})
 
     def set_user_attrs(self, attrs: dict) -> None:
         import optuna
 
         try:
-            self.storage.set_trial_user_attrs(self.trial_id, attrs)
+            if hasattr(self.storage, "set_trial_user_attrs"):
+                self.storage.set_trial_user_attrs(self.trial_id, attrs)
+            else:
+                for k, v in attrs.items():
+                    self.storage.set_trial_user_attr(self.trial_id, k, v)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass
+            pass  # the scheduler stopped the trial and the driver already recorded it
 
     def report(self, value: float, epoch: int, metrics: dict) -> bool:
-        from ray import tune
-
         for k, v in metrics.items():
             self.curves.setdefault(k, []).append(v)
         self.curves.setdefault("epoch", []).append(epoch)
-        self.set_user_attr("curves", self.curves)  # a trial the scheduler stops keeps its curves
-        tune.report({self.monitor: value, "epoch": epoch})
+        if self.intermediate:
+            self._pending[epoch] = value
+        if self.to_tune or time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self.flush()
+            self.set_user_attr("curves", self.curves)  # a trial stopped by Tune keeps its curves
+        if self.to_tune:
+            from ray import tune
+
+            tune.report({self.monitor: value, "epoch": epoch})
         return False  # pruning is the scheduler's decision
+
+    def flush(self) -> None:
+        """Write the intermediate values not yet in the store (the trial body writes the final curves)."""
+        import optuna
+
+        self._flushed_at = time.monotonic()
+        if not self._pending:
+            return
+        try:
+            if hasattr(self.storage, "set_trial_intermediate_values"):
+                self.storage.set_trial_intermediate_values(self.trial_id, self._pending)
+            else:
+                for step, v in self._pending.items():
+                    self.storage.set_trial_intermediate_value(self.trial_id, step, v)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # stopped by the scheduler and recorded by the driver meanwhile
+        self._pending = {}
 
     def upload(self, artifacts: Any, path: str) -> str:
         import optuna
@@ -93,7 +128,8 @@ def _trainable(config: dict, payload: dict) -> None:
         _WORKER_CACHE[key] = (study, objective, open_storage(payload["storage"], heartbeat=False))
     study, objective, storage = _WORKER_CACHE[key]
     meta = config["hpo"]
-    handle = RayHandle(storage, meta["trial_id"], meta["number"], study.monitor.metric)
+    handle = RayHandle(storage, meta["trial_id"], meta["number"], study.monitor.metric,
+                       intermediate=not study.multi_objective, to_tune=payload["per_epoch"])
     outcome = objective.run_config(handle, meta["config"])
     monitor = study.monitor
     seen = [v for v in handle.curves.get(monitor.metric, []) if v is not None]
@@ -124,9 +160,7 @@ def _searcher_class():
             raise UsageError("resume a study with `hpo run` (it continues from the store), not with Tune's restore")
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if result.get("hpo_final"):
-                return
-            super().on_trial_result(trial_id, result)
+            """Nothing to record: the worker wrote the epoch to the store before reporting it."""
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -175,6 +209,7 @@ def run_ray(
     import optuna
     import ray
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
     from hpo.objective import TrialObjective
@@ -182,8 +217,9 @@ def run_ray(
     from hpo.search import build_sampler
     from hpo.storage import open_storage, redact
 
-    if raw is None:
-        raise UsageError("the Ray backend needs the study as a YAML mapping (run it from a study file)")
+    raw = raw or study.raw
+    if not raw:
+        raise UsageError("the Ray backend needs the study as a YAML mapping (build it with load_study or study_from_dict)")
     rs = study.spec.ray
     storage_url = study.storage_url(opts.storage)
     if storage_url.startswith("journal://"):
@@ -223,7 +259,8 @@ def run_ray(
             def space(trial):
                 return {"hpo": {"config": objective.sample(trial), "trial_id": trial._trial_id, "number": trial.number}}
 
-            seen_store = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=False))
+            driver_storage = open_storage(storage_url, heartbeat=False)  # the searcher's, and read after each trial
+            seen_store = optuna.load_study(study_name=study_name, storage=driver_storage)
 
             def finished(number: int) -> None:
                 if on_trial is not None:
@@ -244,7 +281,7 @@ def run_ray(
             modes = ["min" if o.direction == "minimize" else "max" for o in study.objectives] if study.multi_objective else mode
             searcher = _searcher_class()(
                 space=space, metric=metric, mode=modes, sampler=build_sampler(study),
-                storage=open_storage(storage_url, heartbeat=False), study_name=study_name,
+                storage=driver_storage, study_name=study_name,
                 on_finished=finished, scheduler_name=sched_name,
             )
             payload = {
@@ -253,9 +290,13 @@ def run_ray(
                 "file": str(study.file) if study.file else None, "storage": storage_url,
                 "artifacts": str(Path(study.artifacts_dir(opts.artifacts)).resolve()),
                 "cache_dir": str(Path(opts.cache_dir).resolve()), "checkpoints": opts.checkpoints, "device": opts.device,
+                "per_epoch": not isinstance(scheduler, FIFOScheduler),  # a scheduler that decides on epochs hears them
             }
             trainable = tune.with_resources(tune.with_parameters(_trainable, payload=payload),
                                             {"cpu": rs.cpus_per_trial, "gpu": rs.gpus_per_trial})
+            # The store is the record of every trial; of Tune's default loggers (CSV, JSON, TensorBoard) keep
+            # the JSON one its results read: the TensorBoard logger alone costs seconds of imports at the start
+            os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
@@ -263,7 +304,8 @@ def run_ray(
                     max_concurrent_trials=concurrent, time_budget_s=timeout, reuse_actors=True,
                     **({} if study.multi_objective else {"metric": monitor.metric, "mode": mode}),
                 ),
-                run_config=tune.RunConfig(name=f"hpo-{study_name}", storage_path=str(Path("runs/ray").resolve()), verbose=0),
+                run_config=tune.RunConfig(name=f"hpo-{study_name}", storage_path=str(Path("runs/ray").resolve()), verbose=0,
+                                          callbacks=[JsonLoggerCallback()]),  # what Tune's results need; no TensorBoard
             )
             results = tuner.fit()
             errors = list(results.errors)
