@@ -420,8 +420,9 @@ def _run_processes(study, raw, storage_url, study_name, n_trials, timeout, place
 
     import optuna
 
-    if raw is None:
-        raise UsageError("several workers need the study as a YAML mapping (run it from a study file)")
+    raw = raw or study.raw
+    if not raw:
+        raise UsageError("several workers need the study as a YAML mapping (build it with load_study or study_from_dict)")
     ctx = mp.get_context("spawn")
     base_dir = str(study.file.parent if study.file else Path.cwd())
     procs = []
@@ -462,7 +463,11 @@ def _run_processes(study, raw, storage_url, study_name, n_trials, timeout, place
             p.join()
     _report_new(ostudy, seen, on_trial)
     codes = [p.exitcode for p in procs]
-    if any(c not in (0, None) for c in codes):
+    failed = [c for c in codes if c not in (0, None)]
+    if failed and len(failed) == len(codes):
+        raise HpoError(f"all {len(codes)} workers exited with an error (exit codes {codes}; their messages are above); "
+                       "the store keeps every trial they finished — fix the cause and run again to resume")
+    if failed:
         logger.warning("worker exit codes: %s", codes)
     return "budget" if n_trials is not None else "timeout"
 

@@ -168,3 +168,22 @@ def test_prune_oracle_decides_as_optuna_does():
                 assert oracle.should_prune(t, values) == t.should_prune(), (pruner, e)
             study.tell(t, state=optuna.trial.TrialState.PRUNED)
     assert PruneOracle.for_pruner(optuna.create_study(pruner=optuna.pruners.HyperbandPruner())) is None
+
+
+def test_workers_that_all_die_at_start_are_an_error_not_a_finished_study(toy_study, tmp_path):
+    """A script that starts several workers without the ``if __name__ == "__main__"`` guard: every
+    spawned worker dies while starting. The run must fail saying so, not report a finished study."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from hpo.runner import RunOptions, run_study\nfrom hpo.spec import load_study\n"
+        f"run_study(load_study({str(toy_study(n_trials=4))!r}), RunOptions(workers=2, cache_dir={str(tmp_path / 'c')!r}))\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode != 0
+    assert "all 2 workers exited with an error" in r.stderr

@@ -55,6 +55,7 @@ class Study:
     dataset: "DatasetSpec"
     objectives: list[Objective]
     record: dict = field(default_factory=dict)  # JSON-able copy stored with the study
+    raw: dict = field(default_factory=dict, repr=False)  # the study mapping it was built from (workers rebuild it)
 
     @property
     def name(self) -> str:
@@ -213,7 +214,7 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
         "spec": _jsonable({**raw, "space": space_raw}),
         "dataset": _jsonable(dataset.model_dump(mode="json")),
     }
-    return Study(spec, file, space_file, space, task_cls, dataset, objectives, record)
+    return Study(spec, file, space_file, space, task_cls, dataset, objectives, record, copy.deepcopy(raw))
 
 
 def apply_sets(raw: dict, sets: Iterable[str], fname: str) -> dict:
