@@ -10,6 +10,7 @@ thus wait for the database and go on; nothing is lost. Imported only when a stor
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -50,7 +51,51 @@ def lost_connection(e: BaseException) -> bool:
 class ResilientRDBStorage(optuna.storages.RDBStorage):
     def __init__(self, *args, reconnect_timeout: float = RECONNECT_TIMEOUT, **kwargs) -> None:
         self.reconnect_timeout = reconnect_timeout
+        self._param_batches: dict[int, list] = {}
         super().__init__(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def batched_params(self, trial_id: int):
+        """Within this block, the parameters suggested for ``trial_id`` are written together when it
+        ends, in one transaction (Optuna writes each ``suggest_*`` in its own: ~1-2 ms apiece on
+        SQLite, ~20 ms for a 12-parameter fusion space). Same checks as Optuna's per-parameter path."""
+        self._param_batches[trial_id] = []
+        try:
+            yield
+        finally:
+            batch = self._param_batches.pop(trial_id)
+            if batch:
+                self.set_trial_params(trial_id, batch)
+
+    def _set_trial_param(self, trial_id, param_name, param_value_internal, distribution, previous_distribution) -> None:
+        batch = self._param_batches.get(trial_id)
+        if batch is None:
+            return super()._set_trial_param(trial_id, param_name, param_value_internal, distribution, previous_distribution)
+        batch.append((param_name, param_value_internal, distribution, previous_distribution))
+
+    def set_trial_params(self, trial_id: int, params: list[tuple]) -> None:
+        """Write ``(name, internal value, distribution, previous distribution or None)`` rows of a
+        running trial in one transaction."""
+        from optuna import distributions as D
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy import func, insert, select
+
+        P, T = models.TrialParamModel.__table__, models.TrialModel.__table__
+        with _create_scoped_session(self.scoped_session, True) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            unknown = [name for name, _, _, previous in params if previous is None]
+            stored = dict(session.execute(  # one earlier distribution per name, as Optuna's check takes
+                select(P.c.param_name, func.min(P.c.distribution_json)).join(T, T.c.trial_id == P.c.trial_id)
+                .where(T.c.study_id == trial.study_id, P.c.param_name.in_(unknown)).group_by(P.c.param_name)).all()) if unknown else {}
+            for name, _, dist, previous in params:
+                if previous is None and name in stored:
+                    previous = D.json_to_distribution(stored[name])
+                if previous is not None:
+                    D.check_distribution_compatibility(previous, dist)
+            session.execute(insert(P), [{"trial_id": trial_id, "param_name": name, "param_value": value,
+                                         "distribution_json": D.distribution_to_json(dist)} for name, value, dist, _ in params])
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict) -> None:
         """Set several user attrs of a running trial with one upsert statement in one transaction
@@ -241,7 +286,7 @@ def _retrying(name: str):
     return wrapper
 
 
-BATCHED = ("set_trial_user_attrs", "set_trial_intermediate_values")  # ours, also retried
+BATCHED = ("set_trial_user_attrs", "set_trial_intermediate_values", "set_trial_params")  # ours, also retried
 
 for _name in (*RETRIED, *BATCHED):
     if hasattr(ResilientRDBStorage, _name):

@@ -19,6 +19,8 @@ is FAIL with its reason; the study goes on.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import os
 import tempfile
@@ -269,7 +271,10 @@ class TrialObjective:
 
     def sample(self, trial: "optuna.Trial") -> dict:
         """The trial's full config: sampled (define-by-run) on the trial, with the epoch cap applied."""
-        config = self.study.space.sample(trial, trial.user_attrs.get("overrides") or {})
+        backend = getattr(trial.storage, "_backend", trial.storage)  # behind Optuna's cache
+        batched = backend.batched_params(trial._trial_id) if hasattr(backend, "batched_params") else contextlib.nullcontext()
+        with batched:  # the parameters reach the store in one transaction, before training
+            config = self.study.space.sample(trial, trial.user_attrs.get("overrides") or {})
         config.setdefault("seed", self.study.spec.seed)
         if self.max_epochs and config.get("epochs", self.task.config_fields()["epochs"][1].default) > self.max_epochs:
             config["epochs"] = self.max_epochs  # the cap is part of what trained (schedules depend on it)
@@ -305,20 +310,23 @@ class TrialObjective:
 
         import torch
 
-        handle.set_user_attrs({
+        attrs = {
             "curves": result.curves, "metrics": result.best, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "seconds": round(result.seconds, 3), "n_params": result.n_params,
             "device": result.device, "threads": torch.get_num_threads(), "diagnosis": self._diagnose(result, config),
             "stop_reason": result.stop_reason, "stop_detail": result.stop_detail,
-        })
-        if result.stop_reason in ("pruned", "diverged"):
-            return Outcome("PRUNED", detail=result.stop_detail)
+        }
         missing = [o.metric for o in study.objectives if o.metric not in result.best]
-        if not result.best or missing:
-            return Outcome("FAIL", detail=f"no value for objective(s) {', '.join(missing) or 'all'}: no epoch was evaluated")
-        if self.keep_checkpoints and result.best_state is not None:
-            self._save_checkpoint(handle, result, config, splits)
-        return Outcome("COMPLETE", values=[float(result.best[o.metric]) for o in study.objectives])
+        if result.stop_reason in ("pruned", "diverged"):
+            outcome = Outcome("PRUNED", detail=result.stop_detail)
+        elif not result.best or missing:
+            outcome = Outcome("FAIL", detail=f"no value for objective(s) {', '.join(missing) or 'all'}: no epoch was evaluated")
+        else:
+            if self.keep_checkpoints and result.best_state is not None:
+                attrs["checkpoint"] = self._save_checkpoint(handle, result, config, splits)
+            outcome = Outcome("COMPLETE", values=[float(result.best[o.metric]) for o in study.objectives])
+        handle.set_user_attrs(attrs)  # one write with everything the trial produced
+        return outcome
 
     def _fit(self, handle: TrialHandle, splits, train_cfg, model_cfg):
         from hpo.train import fit
@@ -349,7 +357,8 @@ class TrialObjective:
         return diagnose_curves(result.curves, metric=monitor.metric.split("_", 1)[1], direction=monitor.direction,
                                config=config, stop_reason=result.stop_reason)
 
-    def _save_checkpoint(self, handle: TrialHandle, result, config: dict, splits) -> None:
+    def _save_checkpoint(self, handle: TrialHandle, result, config: dict, splits) -> str:
+        """Upload the best epoch's model with what it takes to use it; return the artifact id."""
         import torch
 
         payload = {
@@ -369,7 +378,7 @@ class TrialObjective:
         os.close(fd)
         try:
             torch.save(payload, path)
-            handle.set_user_attr("checkpoint", handle.upload(self.artifacts, path))
+            return handle.upload(self.artifacts, path)
         finally:
             os.unlink(path)
 

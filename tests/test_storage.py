@@ -232,3 +232,40 @@ def test_fast_trial_query_returns_what_optunas_query_returns(backend, tmp_path, 
             assert list(a.params) == list(b.params)  # parameter order kept (samplers and exports rely on it)
     with pytest.raises(KeyError):  # Optuna's contract for an unknown id
         storage.get_trial(max(ids) + 100)
+
+
+def test_batched_params_store_what_optuna_stores_in_one_transaction(tmp_path):
+    """Parameters suggested inside ``batched_params`` reach the store when the block ends, as
+    Optuna's per-suggest writes would store them; an incompatible distribution is refused as Optuna
+    refuses it."""
+    import sqlite3
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'p.db'}", heartbeat=False)
+    study = optuna.create_study(study_name="p", storage=storage, sampler=optuna.samplers.RandomSampler(seed=3))
+    plain = optuna.create_study(study_name="p0", storage=f"sqlite:///{tmp_path / 'p0.db'}", sampler=optuna.samplers.RandomSampler(seed=3))
+
+    def suggest(t):
+        return (t.suggest_float("lr", 1e-4, 1e-1, log=True), t.suggest_int("layers", 1, 4),
+                t.suggest_categorical("fusion", ["gated", "concat", None]), t.suggest_categorical("layers_set", ["2,3", "1,2,3"]))
+
+    for _ in range(2):
+        ours, theirs = study.ask(), plain.ask()
+        with storage.batched_params(ours._trial_id):
+            assert suggest(ours)
+            n = sqlite3.connect(tmp_path / "p.db").execute("SELECT COUNT(*) FROM trial_params").fetchone()[0]
+            assert n == 4 * ours.number  # nothing written for this trial until the block ends
+        suggest(theirs)
+        study.tell(ours, 1.0)
+        plain.tell(theirs, 1.0)
+    a, b = study.trials[-1], plain.trials[-1]
+    assert a.distributions == b.distributions and list(a.params) == list(b.params)
+    assert a.params == b.params and all(type(a.params[k]) is type(b.params[k]) for k in a.params)
+    bad = study.ask()
+    with pytest.raises(ValueError):  # "fusion" was categorical with other choices in earlier trials
+        with storage.batched_params(bad._trial_id):
+            bad.suggest_categorical("fusion", ["cross_attn", "gated"])
+    fresh = open_storage(f"sqlite:///{tmp_path / 'p.db'}", heartbeat=False)  # no cached distributions: checked in SQL
+    bad2 = optuna.load_study(study_name="p", storage=fresh).ask()
+    with pytest.raises(ValueError):
+        with fresh.batched_params(bad2._trial_id):
+            bad2.suggest_int("lr", 1, 3)
