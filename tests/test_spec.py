@@ -135,6 +135,17 @@ def test_training_keys_are_typed(tmp_path):
     assert "training.batch_size: must be a valid integer, but got 1.5" in text
 
 
+def test_invalid_default_config_names_the_key_and_its_file(tmp_path):
+    """A value that passes its type but not the config's rules is reported at the key that set it: in
+    the space file's ``fixed:`` (that file named), or in the study's ``training:``."""
+    lines = errors(tmp_path, space=SPACE_OK.replace("fixed: {epochs: 4}", "fixed: {epochs: 4, grad_accum_steps: 0}"))
+    assert any(x.startswith(f"{tmp_path / 'space.yaml'}: fixed.grad_accum_steps: must make a valid config: grad_accum_steps must be >= 1")
+               for x in lines), lines
+    lines = errors(tmp_path, study=STUDY + "training: {eval_every: 0}\n")
+    assert any(x.startswith(f"{tmp_path / 'study.yaml'}: training.eval_every: must make a valid config: eval_every must be >= 1")
+               for x in lines), lines
+
+
 def test_set_overrides(tmp_path):
     s = load_study(write(tmp_path), sets=["budget.n_trials=7", "task.dataset.n_samples=80"])
     assert s.spec.budget.n_trials == 7 and s.dataset.n_samples == 80

@@ -84,6 +84,23 @@ class Study:
         return self.task_cls(self.dataset, self.spec.task.target, cache)
 
 
+def _config_problem(e: Exception, training: Mapping[str, Any], fixed: Mapping[str, Any], space_file: str | None,
+                    space_prefix: str) -> Problem:
+    """Where an invalid default config comes from: the key its error names, in ``fixed:`` of the space
+    (its own file, or ``space.`` inline) or in ``training:`` of the study; else ``training`` as a whole."""
+    import re
+
+    msg = str(e)
+    named = [k for k in sorted({**training, **fixed}, key=len, reverse=True) if re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", msg)]
+    if not named:
+        return Problem("training", f"with the space's fixed values must make a valid config: {msg}", has_got=False)
+    key = named[0]
+    if key in fixed:
+        return Problem(_join(_join(space_prefix, "fixed"), key), f"must make a valid config: {msg}", has_got=False,
+                       file=space_file)
+    return Problem(f"training.{key}", f"must make a valid config: {msg}", has_got=False)
+
+
 # ------------------------------------------------------------------------------ entry points
 def load_study(path: str | Path, sets: Iterable[str] = (), *, check_data: bool = True) -> Study:
     """Read, override (``--set key.path=value``) and validate a study file."""
@@ -186,11 +203,6 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
         space = compile_space(space_spec, space_raw, task_cls, training, problems, file=space_fname, prefix=space_prefix,
                               extra_baselines=spec.baselines, extra_file=fname)
 
-    if space is not None and not problems:
-        try:  # the defaults themselves must make a valid config
-            task_cls.split_config({**training, **space.fixed})
-        except (ValueError, TypeError) as e:
-            problems.append(Problem("training", f"with the space's fixed values must make a valid config: {e}", has_got=False))
     if spec.sampler.type == "grid" and space is not None:
         try:
             space.grid()
@@ -360,6 +372,12 @@ def compile_space(
     space = CompiledSpace(params, fixed, derived, constraints, {}, defaults=dict(training), implicit=implicit)
     if len(problems) > n_before:
         return None
+    if not problems:
+        try:  # the defaults themselves must make a valid config (else every baseline fails the same way)
+            task_cls.split_config({**training, **fixed})
+        except (ValueError, TypeError) as e:
+            problems.append(_config_problem(e, training, fixed, file, prefix))
+            return None
     extra = dict(extra_baselines or {})
 
     def add_study(path: str, message: str, got: Any = None, has_got: bool = True) -> None:
