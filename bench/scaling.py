@@ -1,13 +1,18 @@
 """Scaling of the service on one machine, each figure a ratio against a baseline from the same run.
 
 1. Throughput: trials/hour of the same short study with 1 worker and with 2 local workers
-   (target: 2 workers >= 1.8x one). Each worker gets cores // workers torch threads.
+   (target: 2 workers >= 1.8x one). Two baselines: 1 worker as `hpo run` starts it (all cores' torch
+   threads) and 1 worker with 1 thread (the resources of each of the 2 workers). Rates are taken in the
+   steady state (first trial start to last trial end, from the store) and, separately, over the whole
+   run including the workers' process start-up. Runs interleave (1w, 1w/1t, 2w, then again) ``--reps``
+   times so that drift of the machine hits all alike; medians are reported.
 2. Orchestration overhead per trial on SQLite, Optuna's journal file and PostgreSQL: the wall time of
    trivial trials run through the service minus the bare training time of the same configs.
 3. Ray Tune backend vs local backend, same study, same concurrency (target: Ray <= 1.2x local wall
-   time), with the Ray cluster already running (as on a real cluster) and including its start.
+   time), with the Ray cluster already running (as on a real cluster), interleaved ``--reps`` times;
+   the cluster's start is reported apart.
 
-    python bench/scaling.py            # ~6 minutes on 2 cores
+    python bench/scaling.py            # ~15 minutes on 2 cores
     python bench/scaling.py --quick    # a minute: checks the script runs
 """
 
@@ -47,7 +52,7 @@ def write_study(tmp: Path, name: str, n: int, epochs: int, samples: int, storage
     return p
 
 
-def run(path: Path, tmp: Path, workers: int = 1, backend: str = "local") -> float:
+def run(path: Path, tmp: Path, workers: int = 1, backend: str = "local", threads: int | None = None) -> float:
     from hpo.runner import RunOptions, run_study
     from hpo.spec import load_study
     from hpo.spec.load import apply_sets
@@ -55,7 +60,7 @@ def run(path: Path, tmp: Path, workers: int = 1, backend: str = "local") -> floa
 
     study = load_study(path)
     raw = apply_sets(load_yaml(path), [], str(path))
-    opts = RunOptions(workers=workers, cache_dir=str(tmp / "cache"), checkpoints=False)
+    opts = RunOptions(workers=workers, cache_dir=str(tmp / "cache"), checkpoints=False, threads=threads)
     t0 = time.perf_counter()
     if backend == "ray":
         from hpo.backends.ray_backend import run_ray
@@ -64,6 +69,25 @@ def run(path: Path, tmp: Path, workers: int = 1, backend: str = "local") -> floa
     else:
         run_study(study, opts, raw=raw, poll_seconds=0.2)
     return time.perf_counter() - t0
+
+
+def steady_span(path: Path) -> tuple[float, int]:
+    """Seconds from the first trial's start to the last trial's end, and the trials completed."""
+    import optuna
+
+    from hpo.spec import load_study
+    from hpo.storage import open_storage
+
+    study = load_study(path)
+    trials = optuna.load_study(study_name=study.name, storage=open_storage(study.storage_url(), heartbeat=False)).get_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    return (max(t.datetime_complete for t in done) - min(t.datetime_start for t in trials)).total_seconds(), len(done)
+
+
+def median(xs: list[float]) -> float:
+    import statistics
+
+    return statistics.median(xs)
 
 
 def bare_time(path: Path, tmp: Path) -> float:
@@ -93,7 +117,9 @@ def bare_time(path: Path, tmp: Path) -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--trials", type=int, default=48, help="trials of the 1-vs-2-workers study (2 workers pay their start-up once)")
+    ap.add_argument("--trials", type=int, default=48, help="trials of the 1-vs-2-workers study")
+    ap.add_argument("--ray-trials", type=int, default=48, help="trials of the Ray-vs-local study")
+    ap.add_argument("--reps", type=int, default=2, help="interleaved repetitions of the throughput and Ray runs")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--json")
@@ -103,16 +129,35 @@ def main(argv=None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="hpo-scaling-"))
     n = 6 if args.quick else args.trials
+    if args.quick:
+        args.reps = 1
     epochs, samples = (4, 512) if args.quick else (10, 2048)
     out: dict = {"cpus": os.cpu_count(), "trials": n, "epochs": epochs, "samples": samples}
 
-    # 1. one vs two workers
-    t1 = run(write_study(tmp, "w1", n, epochs, samples, f"sqlite:///{tmp}/w1.db"), tmp, workers=1)
-    t2 = run(write_study(tmp, "w2", n, epochs, samples, f"sqlite:///{tmp}/w2.db"), tmp, workers=2)
-    out["throughput"] = {"one_worker_trials_per_h": round(n / t1 * 3600, 1), "two_workers_trials_per_h": round(n / t2 * 3600, 1),
-                         "speedup": round(t1 / t2, 3), "one_worker_s": round(t1, 2), "two_workers_s": round(t2, 2)}
-    print(f"1 worker : {n} trials in {t1:.1f}s = {n / t1 * 3600:.0f} trials/h")
-    print(f"2 workers: {n} trials in {t2:.1f}s = {n / t2 * 3600:.0f} trials/h  -> speedup {t1 / t2:.2f}x (target >= 1.8x)")
+    # 1. one vs two workers, interleaved
+    kinds = {"1 worker": dict(workers=1), "1 worker, 1 thread": dict(workers=1, threads=1), "2 workers": dict(workers=2)}
+    runs: dict[str, list] = {k: [] for k in kinds}
+    for rep in range(args.reps):
+        for k, kw in kinds.items():
+            name = f"w{rep}-{k.replace(' ', '').replace(',', '-')}"
+            path = write_study(tmp, name, n, epochs, samples, f"sqlite:///{tmp}/{name}.db")
+            wall = run(path, tmp, **kw)
+            span, done = steady_span(path)
+            if done != n:
+                raise SystemExit(f"{k}: {done} of {n} trials completed")
+            runs[k].append({"wall_s": round(wall, 2), "steady_s": round(span, 2)})
+            print(f"rep {rep + 1}/{args.reps} {k:<19s}: {n} trials in {wall:6.1f}s ({span:6.1f}s first start -> last end)")
+    med = {k: {"wall_s": median([r["wall_s"] for r in v]), "steady_s": median([r["steady_s"] for r in v])} for k, v in runs.items()}
+    two = med["2 workers"]
+    speed = {base: {"steady": round(med[base]["steady_s"] / two["steady_s"], 3), "with_startup": round(med[base]["wall_s"] / two["wall_s"], 3)}
+             for base in ("1 worker", "1 worker, 1 thread")}
+    out["throughput"] = {"runs": runs, "median": med, "speedup_2_workers_vs": speed,
+                         "trials_per_h_steady": {k: round(n / m["steady_s"] * 3600, 1) for k, m in med.items()}}
+    for k, m in med.items():
+        print(f"{k:<19s}: {n / m['steady_s'] * 3600:6.0f} trials/h steady, {n / m['wall_s'] * 3600:6.0f} with start-up "
+              f"(medians of {args.reps})")
+    for base, sp in speed.items():
+        print(f"2 workers vs {base:<18s}: {sp['steady']:.2f}x steady, {sp['with_startup']:.2f}x with start-up (target >= 1.8x)")
 
     # 2. orchestration overhead per trial, per storage (trivial trials: 1 epoch on 64 samples)
     stores = {"sqlite": f"sqlite:///{tmp}/o.db", "journal": f"journal://{tmp}/o.log"}
@@ -138,28 +183,32 @@ def main(argv=None) -> dict:
     if pg is not None:
         pg.close()
 
-    # 3. Ray vs local, same study, same concurrency (2)
+    # 3. Ray vs local, same study, same concurrency (2), interleaved
     if not args.no_ray:
         import ray
 
-        rn = 4 if args.quick else 24
+        rn = 4 if args.quick else args.ray_trials
         t_start = time.perf_counter()
         from hpo.backends.ray_backend import _local_runtime_env
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env=_local_runtime_env())
         start = time.perf_counter() - t_start
+        t_ray, t_local = [], []
         try:
-            ray_path = write_study(tmp, "ray", rn, epochs, samples, f"sqlite:///{tmp}/ray.db")
-            ray_path.write_text(ray_path.read_text() + "backend: ray\nray: {cpus_per_trial: 1, scheduler: none}\n")
-            t_ray = run(ray_path, tmp, backend="ray")
+            for rep in range(args.reps):
+                ray_path = write_study(tmp, f"ray{rep}", rn, epochs, samples, f"sqlite:///{tmp}/ray{rep}.db")
+                ray_path.write_text(ray_path.read_text() + "backend: ray\nray: {cpus_per_trial: 1, scheduler: none}\n")
+                t_ray.append(run(ray_path, tmp, backend="ray"))
+                t_local.append(run(write_study(tmp, f"local{rep}", rn, epochs, samples, f"sqlite:///{tmp}/l{rep}.db"), tmp, workers=2))
+                print(f"rep {rep + 1}/{args.reps} ray vs local ({rn} trials, 2 at a time): ray {t_ray[-1]:.1f}s, local {t_local[-1]:.1f}s")
         finally:
             ray.shutdown()
-        t_local = run(write_study(tmp, "local2", rn, epochs, samples, f"sqlite:///{tmp}/l2.db"), tmp, workers=2)
-        out["ray"] = {"trials": rn, "ray_s": round(t_ray, 2), "ray_cluster_start_s": round(start, 2), "local_s": round(t_local, 2),
-                      "ratio": round(t_ray / t_local, 3), "ratio_with_start": round((t_ray + start) / t_local, 3)}
-        print(f"ray vs local ({rn} trials, 2 at a time): ray {t_ray:.1f}s (+{start:.1f}s cluster start) vs local {t_local:.1f}s "
-              f"-> {t_ray / t_local:.2f}x (target <= 1.2x), {((t_ray + start) / t_local):.2f}x with the start")
+        mr, ml = median(t_ray), median(t_local)
+        out["ray"] = {"trials": rn, "ray_s": [round(x, 2) for x in t_ray], "local_s": [round(x, 2) for x in t_local],
+                      "ray_cluster_start_s": round(start, 2), "ratio": round(mr / ml, 3), "ratio_with_start": round((mr + start) / ml, 3)}
+        print(f"ray vs local ({rn} trials, 2 at a time, medians of {args.reps}): ray {mr:.1f}s (+{start:.1f}s cluster start) "
+              f"vs local {ml:.1f}s -> {mr / ml:.2f}x (target <= 1.2x), {(mr + start) / ml:.2f}x with the start")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     from common import machine, save

@@ -366,7 +366,9 @@ def run_study(
 
     With one worker the trials run in this process (``on_trial`` called after each); with more,
     workers are spawned processes and this process follows the store (``on_trial`` called for each
-    trial that finishes). ``raw`` is the study's YAML mapping, needed to start worker processes.
+    trial that finishes). Worker processes rebuild the study from its mapping (``raw``, default
+    ``study.raw``). A script that starts several workers needs the ``if __name__ == "__main__":``
+    guard (workers are spawned); if every worker dies, this raises :class:`~hpo.errors.HpoError`.
     """
     opts = opts or RunOptions()
     storage_url = study.storage_url(opts.storage)
