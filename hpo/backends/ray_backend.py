@@ -58,12 +58,8 @@ class RayHandle(TrialHandle):
     def set_user_attrs(self, attrs: dict) -> None:
         import optuna
 
-        try:
-            if hasattr(self.storage, "set_trial_user_attrs"):
-                self.storage.set_trial_user_attrs(self.trial_id, attrs)
-            else:
-                for k, v in attrs.items():
-                    self.storage.set_trial_user_attr(self.trial_id, k, v)
+        try:  # the Ray backend runs on an RDB store only (run_ray refuses journal files): ours batches
+            self.storage.set_trial_user_attrs(self.trial_id, attrs)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # the scheduler stopped the trial and the driver already recorded it
 
@@ -90,11 +86,7 @@ class RayHandle(TrialHandle):
         if not self._pending:
             return
         try:
-            if hasattr(self.storage, "set_trial_intermediate_values"):
-                self.storage.set_trial_intermediate_values(self.trial_id, self._pending)
-            else:
-                for step, v in self._pending.items():
-                    self.storage.set_trial_intermediate_value(self.trial_id, step, v)
+            self.storage.set_trial_intermediate_values(self.trial_id, self._pending)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # stopped by the scheduler and recorded by the driver meanwhile
         self._pending = {}
