@@ -128,10 +128,11 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         """All trials of a study without their intermediate values and without the named (large) user
         attrs (``None``: without any): what overviews of big studies need (reports, exports). Not cached
         by Optuna; fetch a full trial with ``get_trial`` where its curves are needed."""
-        return self._query_trials(study_id, states, set(), -1, light=("*",) if without_user_attrs is None else tuple(without_user_attrs))
+        return self._query_trials(study_id, states, set(), -1, light=True,
+                                  without_user_attrs=None if without_user_attrs is None else tuple(without_user_attrs))
 
     def _query_trials(self, study_id: int, states, included_trial_ids: set[int], trial_id_greater_than: int,
-                      light: tuple[str, ...] | None = None) -> list:
+                      light: bool = False, without_user_attrs: tuple[str, ...] | None = ()) -> list:
         from optuna.storages._rdb import models
         from sqlalchemy import or_
 
@@ -149,21 +150,23 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                 wanted = included
         elif trial_id_greater_than > -1:
             where.append(T.c.trial_id > trial_id_greater_than)
-        return self._load_trials(where, light, study_id=study_id, wanted=wanted, newer_than=trial_id_greater_than)
+        return self._load_trials(where, light, without_user_attrs, study_id=study_id, wanted=wanted,
+                                 newer_than=trial_id_greater_than)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """One trial, read like :meth:`_get_trials` (Optuna's ORM path costs ~10 ms a call on SQLite; the
         worker reads its running trial a few times per trial)."""
         from optuna.storages._rdb import models
 
-        trials = self._load_trials([models.TrialModel.__table__.c.trial_id == trial_id], None)
+        trials = self._load_trials([models.TrialModel.__table__.c.trial_id == trial_id])
         if not trials:
             raise KeyError(f"No trial with trial id {trial_id} exists.")  # what Optuna's get_trial raises
         return trials[0]
 
-    def _load_trials(self, where: list, light: tuple[str, ...] | None, *, study_id: int | None = None,
-                     wanted: set[int] | None = None, newer_than: int = -1) -> list:
-        """The FrozenTrials of the trial rows matching ``where``; ``light``: see :meth:`get_trials_light`."""
+    def _load_trials(self, where: list, light: bool = False, without_user_attrs: tuple[str, ...] | None = (), *,
+                     study_id: int | None = None, wanted: set[int] | None = None, newer_than: int = -1) -> list:
+        """The FrozenTrials of the trial rows matching ``where``; ``light``: without intermediate values;
+        ``without_user_attrs``: user attrs left out (``None``: all of them)."""
         import json
 
         from optuna.distributions import json_to_distribution
@@ -203,16 +206,16 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
             for tid, objective, value, kind in children(models.TrialValueModel, "objective", "value", "value_type"):
                 if tid in by_id:
                     by_id[tid]["values"][objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
-            skip = (models.TrialUserAttributeModel.__table__.c.key.not_in(light),) if light else ()
-            for tid, key, value_json in () if light == ("*",) else children(models.TrialUserAttributeModel, "key", "value_json",
-                                                                            where=skip):
+            skip = (models.TrialUserAttributeModel.__table__.c.key.not_in(without_user_attrs),) if without_user_attrs else ()
+            for tid, key, value_json in () if without_user_attrs is None else children(
+                    models.TrialUserAttributeModel, "key", "value_json", where=skip):
                 if tid in by_id:
                     by_id[tid]["user"][key] = json.loads(value_json)
             for tid, key, value_json in children(models.TrialSystemAttributeModel, "key", "value_json"):
                 if tid in by_id:
                     by_id[tid]["system"][key] = json.loads(value_json)
             to_inter = models.TrialIntermediateValueModel.stored_repr_to_intermediate_value
-            for tid, step, value, kind in () if light is not None else children(
+            for tid, step, value, kind in () if light else children(
                     models.TrialIntermediateValueModel, "step", "intermediate_value", "intermediate_value_type"):
                 if tid in by_id:
                     by_id[tid]["inter"][step] = to_inter(value, kind)

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,35 @@ class TrialHandle:
         """Write anything the handle deferred (called when the trial body ends)."""
 
 
+class DeferredValues:
+    """A trial's intermediate values kept in memory and written in one call (``write``) when asked to
+    :meth:`flush` — the handles flush when :attr:`due` (every ``every`` seconds) and when the trial ends."""
+
+    def __init__(self, write: Callable[[dict[int, float]], None], every: float) -> None:
+        import time
+
+        self._write, self.every = write, every
+        self._pending: dict[int, float] = {}
+        self._flushed_at = time.monotonic()
+
+    def add(self, epoch: int, value: float) -> None:
+        self._pending[epoch] = value
+
+    @property
+    def due(self) -> bool:
+        import time
+
+        return time.monotonic() - self._flushed_at >= self.every
+
+    def flush(self) -> None:
+        import time
+
+        self._flushed_at = time.monotonic()
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            self._write(pending)
+
+
 class OptunaHandle(TrialHandle):
     """The live Optuna trial. Where pruning decisions come from memory (:class:`PruneOracle`, or no
     pruner), intermediate values are written in batches every ``flush_seconds`` and at the end of
@@ -96,17 +126,15 @@ class OptunaHandle(TrialHandle):
     flush_seconds = 10.0
 
     def __init__(self, trial: "optuna.Trial", report: bool, prune: bool) -> None:
-        import time
-
         self.trial, self.number = trial, trial.number
         self._report, self._prune = report, prune
         self._values: dict[int, float] = {}
         self._oracle = PruneOracle.for_pruner(trial.study) if prune else None
         backend = getattr(trial.storage, "_backend", trial.storage)  # behind Optuna's cache
-        self._batch = backend if hasattr(backend, "set_trial_intermediate_values") else None
-        self._deferred = self._batch is not None and (self._oracle is not None or not prune)
-        self._pending: dict[int, float] = {}
-        self._flushed_at = time.monotonic()
+        batch = backend if hasattr(backend, "set_trial_intermediate_values") else None
+        self._deferred = (DeferredValues(lambda values: batch.set_trial_intermediate_values(trial._trial_id, values),
+                                         self.flush_seconds)
+                          if batch is not None and (self._oracle is not None or not prune) else None)
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
@@ -119,15 +147,13 @@ class OptunaHandle(TrialHandle):
             super().set_user_attrs(attrs)
 
     def report(self, value: float, epoch: int, metrics: dict) -> bool:
-        import time
-
         if not self._report:  # Optuna cannot report multi-objective values
             return False
         self._values[epoch] = value
-        if self._deferred:
-            self._pending[epoch] = value
-            if time.monotonic() - self._flushed_at >= self.flush_seconds:
-                self.flush()
+        if self._deferred is not None:
+            self._deferred.add(epoch, value)
+            if self._deferred.due:
+                self._deferred.flush()
         else:
             self.trial.report(value, epoch)
         if not self._prune:
@@ -138,12 +164,8 @@ class OptunaHandle(TrialHandle):
 
     def flush(self) -> None:
         """Write the deferred intermediate values (before the trial is told its state)."""
-        import time
-
-        if self._pending:
-            self._batch.set_trial_intermediate_values(self.trial._trial_id, self._pending)
-            self._pending = {}
-        self._flushed_at = time.monotonic()
+        if self._deferred is not None:
+            self._deferred.flush()
 
     def upload(self, artifacts: Any, path: str) -> str:
         import optuna

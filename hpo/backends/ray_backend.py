@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpo.errors import HpoError, UsageError
-from hpo.objective import TrialHandle
+from hpo.objective import DeferredValues, TrialHandle
 
 if TYPE_CHECKING:
     from hpo.runner import RunOptions, RunSummary
@@ -49,8 +49,7 @@ class RayHandle(TrialHandle):
         self.storage, self.trial_id, self.number, self.monitor = storage, trial_id, number, monitor
         self.intermediate, self.to_tune = intermediate, to_tune
         self.curves: dict[str, list] = {}
-        self._pending: dict[int, float] = {}
-        self._flushed_at = time.monotonic()
+        self._deferred = DeferredValues(self._write_values, self.flush_seconds)
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.set_user_attrs({key: value})
@@ -68,8 +67,8 @@ class RayHandle(TrialHandle):
             self.curves.setdefault(k, []).append(v)
         self.curves.setdefault("epoch", []).append(epoch)
         if self.intermediate:
-            self._pending[epoch] = value
-        if self.to_tune or time.monotonic() - self._flushed_at >= self.flush_seconds:
+            self._deferred.add(epoch, value)
+        if self.to_tune or self._deferred.due:
             self.flush()
             self.set_user_attr("curves", self.curves)  # a trial stopped by Tune keeps its curves
         if self.to_tune:
@@ -80,16 +79,15 @@ class RayHandle(TrialHandle):
 
     def flush(self) -> None:
         """Write the intermediate values not yet in the store (the trial body writes the final curves)."""
+        self._deferred.flush()
+
+    def _write_values(self, values: dict[int, float]) -> None:
         import optuna
 
-        self._flushed_at = time.monotonic()
-        if not self._pending:
-            return
         try:
-            self.storage.set_trial_intermediate_values(self.trial_id, self._pending)
+            self.storage.set_trial_intermediate_values(self.trial_id, values)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # stopped by the scheduler and recorded by the driver meanwhile
-        self._pending = {}
 
     def upload(self, artifacts: Any, path: str) -> str:
         import optuna
