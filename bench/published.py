@@ -72,7 +72,9 @@ def los_loop(args) -> dict:
     from hpo.spec import load_study
 
     study = load_study(LOS)
-    config, source = best_config(["search_vs_plans/svp-tpe.db", "pruning/los_loop-none.db"], "bench-los-loop", study, "phase1", args.quick)
+    config, source = best_config(["search_vs_plans/svp-tpe.db", "pruning/long/los_loop-none.db", "pruning/default/los_loop-none.db",
+                                  "pruning/quick/los_loop-none.db"],
+                                 "bench-los-loop", study, "phase1", args.quick)
     config.update(output_len=12, train_stride=args.los_stride, epochs=args.los_epochs, patience=args.los_patience)
     seeds = list(range(args.seeds))
     per = {k: {"rmse": [], "mae": [], "accuracy": []} for k in (3, 6, 9, 12)}
@@ -104,7 +106,8 @@ def davis(args) -> dict:
     from hpo.spec import load_study
 
     study = load_study(DAVIS)
-    config, source = best_config(["pruning/davis-none.db"], "bench-davis", study, "seed_default", args.quick)
+    config, source = best_config(["pruning/long/davis-none.db", "pruning/default/davis-none.db", "pruning/quick/davis-none.db"],
+                                 "bench-davis", study, "seed_default", args.quick)
     config.update(train_subsample=args.davis_subsample, epochs=args.davis_epochs, patience=args.davis_patience)
     seeds = list(range(args.seeds_davis))
     vals: dict[str, list] = {"mse": [], "ci": [], "rm2": []}
