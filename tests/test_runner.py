@@ -187,3 +187,21 @@ def test_workers_that_all_die_at_start_are_an_error_not_a_finished_study(toy_stu
                        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode != 0
     assert "all 2 workers exited with an error" in r.stderr
+
+
+def test_deferred_values_write_everything_once_per_flush_and_nothing_when_empty():
+    from hpo.objective import DeferredValues
+
+    writes = []
+    d = DeferredValues(writes.append, every=3600.0)
+    d.add(1, 0.5)
+    d.add(2, 0.4)
+    assert not d.due and writes == []  # kept in memory until flushed
+    d.flush()
+    d.flush()  # nothing pending: no write
+    assert writes == [{1: 0.5, 2: 0.4}]
+    d.add(3, 0.3)
+    d.every = 0.0
+    assert d.due
+    d.flush()
+    assert writes == [{1: 0.5, 2: 0.4}, {3: 0.3}]  # each value written once
