@@ -166,6 +166,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
     study, _ = _load(args)
     opts = _options(args)
+    from hpo.datacheck import check_study_data
+
+    check_study_data(study, opts.cache_dir)  # bad data is refused before this worker serves a trial
     import optuna
     import torch
 
@@ -195,8 +198,11 @@ def cmd_create(args: argparse.Namespace) -> int:
     from hpo.runner import create_or_load, prepare
     from hpo.storage import redact
 
+    from hpo.datacheck import check_study_data
+
     study, _ = _load(args)
     opts = _options(args)
+    check_study_data(study, opts.cache_dir)
     url = study.storage_url(opts.storage)
     ostudy = create_or_load(study, url, opts.study_name or study.name)
     info = prepare(study, ostudy)
@@ -318,6 +324,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hpo.spec.load import load_study
 
     study = load_study(args.study, args.sets, check_data=not args.no_data)
+    if not args.no_data:
+        from hpo.datacheck import check_study_data
+
+        check_study_data(study)  # reads the dataset as a trial would; every problem, exit 2
     space = study.space
     out(f"{args.study}: valid")
     out(f"  task       {study.task_cls.name}" + (f" (target {study.spec.task.target})" if study.spec.task.target else ""))

@@ -381,6 +381,9 @@ def run_study(
     placements = plan_workers(opts.workers, gpus, os.cpu_count() or 1, opts.threads)
 
     t0 = time.monotonic()
+    from hpo.datacheck import check_study_data
+
+    check_study_data(study, opts.cache_dir)  # bad data is refused before the study is created
     ostudy = create_or_load(study, storage_url, study_name, heartbeat=True)
     info = prepare(study, ostudy)
     start_budget = budget_of(ostudy.get_trials(deepcopy=False))

@@ -221,6 +221,9 @@ def run_ray(
         raise UsageError(f"{study.file}: no budget: set budget.n_trials or budget.timeout, or pass --trials / --timeout")
 
     t0 = time.monotonic()
+    from hpo.datacheck import check_study_data
+
+    check_study_data(study, opts.cache_dir)  # bad data is refused before the study is created
     ostudy = create_or_load(study, storage_url, study_name, heartbeat=False)
     info = prepare(study, ostudy)
     budget = budget_of(ostudy.get_trials(deepcopy=False))
