@@ -46,10 +46,8 @@ class ToyTask(Task):
     def loader(self, splits, split, batch_size, *, shuffle, seed=0):
         import torch
 
-        xa, xb, y = splits[split]
-        ds = torch.utils.data.TensorDataset(xa, xb, y)
         g = torch.Generator().manual_seed(seed)
-        return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g)
+        return torch.utils.data.DataLoader(splits[split], batch_size=batch_size, shuffle=shuffle, generator=g)
 
     def build_model(self, cfg: ToyConfig, splits):
         return ToyFusionNet(cfg, splits.info["dim_a"], splits.info["dim_b"])
@@ -81,7 +79,7 @@ def _generate(spec: ToyDataset, data_cfg: ToyDataConfig) -> Splits:
         tr = idx["train"]
         xa = (xa - xa[tr].mean(0)) / xa[tr].std(0)
         xb = (xb - xb[tr].mean(0)) / xb[tr].std(0)
-    parts = {k: (xa[v], xb[v], y[v]) for k, v in idx.items()}
+    parts = {k: torch.utils.data.TensorDataset(xa[v], xb[v], y[v]) for k, v in idx.items()}
     return Splits(parts["train"], parts["val"], parts["test"], info={"dim_a": da, "dim_b": db})
 
 
