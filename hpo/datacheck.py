@@ -55,13 +55,13 @@ def require_finite(values: Any, file: str | os.PathLike, what: str, *, kind: str
                 bad.append(i)
         items = ", ".join(where(i + offset, kind, ids[i] if ids is not None else None) + f" = {show(values[i])}"
                           for i in bad[:MAX_LISTED])
-        raise DataError(f"{file}: {what} must be numbers, but got {items}" + _more(len(bad))) from None
+        raise DataError(f"{file}: {what} must be numbers, but got {items}" + more_suffix(len(bad))) from None
     flat = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1, 1)
     bad_rows = np.nonzero(~np.isfinite(flat).all(axis=1))[0]
     if bad_rows.size:
         items = ", ".join(where(int(i) + offset, kind, ids[int(i)] if ids is not None else None)
                           + f" = {_first_bad(flat[int(i)])}" for i in bad_rows[:MAX_LISTED])
-        raise DataError(f"{file}: {what} must be finite numbers, but got {items}" + _more(int(bad_rows.size)))
+        raise DataError(f"{file}: {what} must be finite numbers, but got {items}" + more_suffix(int(bad_rows.size)))
 
 
 def _first_bad(row) -> str:
@@ -71,7 +71,8 @@ def _first_bad(row) -> str:
     return str(float(v[0])) if v.size else "?"
 
 
-def _more(n: int) -> str:
+def more_suffix(n: int) -> str:
+    """`` (and N more)`` after a list cut at :data:`MAX_LISTED` items."""
     return f" (and {n - MAX_LISTED} more)" if n > MAX_LISTED else ""
 
 

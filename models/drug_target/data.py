@@ -19,6 +19,16 @@ Three formats, chosen by ``task.dataset.format`` (paths resolve against the stud
     Random SMILES-like and protein-like strings whose affinity is a smooth function of their character
     composition plus noise: learnable, for smoke studies and tests.
 
+**What must hold** (checked by the readers, so ``hpo validate`` / ``hpo run`` refuse a malformed file
+before any trial, each problem as ``file: where: what must hold, but got X``): JSON files parse, hold
+the documented object or list, name each id once; every SMILES is a non-empty string of printable
+ASCII without spaces, every sequence one-letter amino-acid codes ``A-Z`` (characters outside DeepDTA's
+alphabets, e.g. ``J`` or ``*``, encode as ``<unk>`` and are counted in the log and ``info``); ``Y`` has
+shape (ligands, proteins), holds numbers only, and NaN is the one "not measured" marker (``inf`` and
+non-numbers are errors); folds are non-empty lists of integer indices of measured pairs, none in two
+folds; CSV rows have as many fields as the header and a finite target (no row is skipped); with
+``pkd: true`` every Kd is > 0; and the split leaves no part empty.
+
 Preprocessing (reading, pKd, tokenising, splitting, the target scaler) runs once per study and is cached
 by the content digest of the input files and the settings (:class:`DTADataConfig`). The target scaler
 is fitted on the training split only.
@@ -37,7 +47,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from hpo.errors import DataError, Problem
+from hpo.datacheck import MAX_LISTED, more_suffix, require_finite
+from hpo.datacheck import where as _where
+from hpo.errors import DataError, Problem, show
 from hpo.tasks import DataPath, DatasetSpec
 
 from models.drug_target.config import DTADataConfig
@@ -227,9 +239,12 @@ class RawPairs:
 # ---- build ---------------------------------------------------------------------------------------
 def build(spec: DTADataset, data_cfg: DTADataConfig, target: str | None) -> DTAData:
     """Read, convert, split, tokenise and scale: everything :meth:`DrugTargetTask.load` caches."""
-    raw = spec.read(target)
-    if getattr(spec, "pkd", False):
-        raw.y = kd_to_pkd(raw.y, where=str(getattr(spec, "path", "")))
+    raw = spec.read(target)  # the readers refuse malformed records and convert Kd to pKd (``pkd: true``)
+    label = str(getattr(spec, "path", "") or "task.dataset")
+    require_finite(raw.y, label, "targets", kind="pair")  # a non-finite target never reaches a trial
+    for name, ix in raw.split.items():
+        if len(ix) == 0:
+            raise DataError(f"{label}: the {name} split must hold at least one pair, but got 0")
 
     train_drugs = np.unique(raw.drug_idx[raw.split["train"]])
     if data_cfg.smiles_tokenizer == "regex":
@@ -240,6 +255,11 @@ def build(spec: DTADataset, data_cfg: DTADataConfig, target: str | None) -> DTAD
     d_tok, d_len = tokenize(raw.smiles, smiles_vocab, data_cfg.max_smiles_len, data_cfg.smiles_tokenizer)
     p_tok, p_len = tokenize(raw.sequences, protein_vocab, data_cfg.max_protein_len, "char")
     tables = TokenTables(d_tok, d_len, p_tok, p_len, smiles_vocab, protein_vocab)
+    unknown = {"smiles": int((d_tok == UNK).sum()), "protein": int((p_tok == UNK).sum())}
+    if data_cfg.smiles_tokenizer == "char" and unknown["smiles"]:
+        logger.warning("%s: %d SMILES characters are outside DeepDTA's alphabet and encode as <unk>", label, unknown["smiles"])
+    if unknown["protein"]:
+        logger.warning("%s: %d residues are outside DeepDTA's alphabet (J) and encode as <unk>", label, unknown["protein"])
 
     y_train = raw.y[raw.split["train"]]
     if data_cfg.scale_target:
@@ -264,105 +284,285 @@ def build(spec: DTADataset, data_cfg: DTADataConfig, target: str | None) -> DTAD
         "max_protein_len": data_cfg.max_protein_len,
         "smiles_truncated": int(np.sum(d_len >= data_cfg.max_smiles_len)),
         "proteins_truncated": int(np.sum(p_len >= data_cfg.max_protein_len)),
+        "unknown_tokens": unknown,  # tokens encoded as <unk> (within the kept length)
     }
     logger.info("drug_target data: %d drugs, %d proteins, %d pairs; split %s; target mean %.4g std %.4g",
                 info["n_drugs"], info["n_proteins"], info["n_pairs"], info["split_sizes"], mean, std)
     return DTAData(tables, parts, info)
 
 
-def kd_to_pkd(kd: np.ndarray, where: str = "") -> np.ndarray:
-    """``pKd = -log10(Kd / 1e9)`` for Kd in nM (DeepDTA's Davis transform)."""
+def kd_to_pkd(kd: np.ndarray, where: str = "", *, kind: str = "record", ids: Any = None, offset: int = 0) -> np.ndarray:
+    """``pKd = -log10(Kd / 1e9)`` for Kd in nM (DeepDTA's Davis transform). Every Kd must be a finite
+    number > 0 (a zero, negative or infinite Kd would turn into an infinite or NaN target)."""
     kd = np.asarray(kd, dtype=np.float64)
-    bad = ~(kd > 0)
-    if bad.any():
-        raise DataError(f"{where}: pkd: true needs Kd > 0 (nM), but got {kd[bad][0]!r} ({int(bad.sum())} such values)")
+    bad = np.flatnonzero(~(np.isfinite(kd) & (kd > 0)))
+    if bad.size:
+        items = ", ".join(_where(int(i) + offset, kind, None if ids is None else ids[int(i)]) + f" = {float(kd[i])!r}"
+                          for i in bad[:MAX_LISTED])
+        raise DataError(f"{where}: pkd: true needs every Kd to be a finite number > 0 (nM), but got {items}" + more_suffix(int(bad.size)))
     return -np.log10(kd / 1e9)
 
 
 # ---- readers -------------------------------------------------------------------------------------
+#: what a SMILES string may hold: printable ASCII without spaces (characters outside the tokenizer's
+#: alphabet map to <unk> and are counted in the log); a space, tab, control or non-ASCII character
+#: means the field holds something else (a name, a second column, a broken encoding)
+_SMILES_BAD = re.compile(r"[^\x21-\x7e]")
+#: an amino-acid sequence: one-letter codes A-Z (J, the one letter outside DeepDTA's alphabet, maps to <unk>)
+_PROTEIN_BAD = re.compile(r"[^A-Z]")
+
+
+def _string_problem(value: Any, what: str, protein: bool) -> str | None:
+    """Why ``value`` cannot be a SMILES (``protein`` False) or a sequence; None when it can."""
+    if not isinstance(value, str):
+        return f"{what} must be a string, but got {show(value)}"
+    s = value.strip()
+    if not s:
+        return f"{what} must not be empty, but got {show(value)}"
+    bad = (_PROTEIN_BAD if protein else _SMILES_BAD).search(s)
+    if bad:
+        rule = "one-letter amino-acid codes A-Z" if protein else "printable ASCII without spaces"
+        return f"{what} must be {rule}, but got {show(bad.group())} at position {bad.start()} of {show(s, 60)}"
+    return None
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        lines = problems[:MAX_LISTED]
+        if len(problems) > MAX_LISTED:
+            lines[-1] += more_suffix(len(problems))
+        raise DataError("\n".join(lines))
+
+
+def _read_strings(path: Path, kind: str, what: str, protein: bool) -> tuple[list[str], list[str], list[str]]:
+    """A DeepDTA JSON object id -> string: ``(ids, strings, problems)``; strings are stripped."""
+    obj = _read_json(path, dict, f"an object {kind} id -> {what}")
+    if not obj:
+        raise DataError(f"{path}: must hold at least one {kind} (id -> {what}), but got an empty object")
+    ids, strings, problems = [], [], []
+    for i, (key, value) in enumerate(obj.items()):
+        why = _string_problem(value, what, protein)
+        if why:
+            problems.append(f"{path}: {_where(i, kind, key)}: {why}")
+        ids.append(key)
+        strings.append(value.strip() if isinstance(value, str) else "")
+    return ids, strings, problems
+
+
+class _PairIds:
+    """Lazy ``ids`` of the measured pairs of Y for :func:`require_finite` (built only for bad pairs)."""
+
+    def __init__(self, rows, cols, ligands, proteins):
+        self.rows, self.cols, self.ligands, self.proteins = rows, cols, ligands, proteins
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> str:
+        r, c = int(self.rows[i]), int(self.cols[i])
+        return f"Y[{r}, {c}]: ligand {self.ligands[r]}, protein {self.proteins[c]}"
+
+
 def read_deepdta(spec: DeepDTADataset) -> RawPairs:
     folder = spec.path
-    ligands = _read_json(folder / spec.ligands_file, dict)
-    proteins = _read_json(folder / spec.proteins_file, dict)
-    Y = load_affinity_matrix(folder / spec.affinity_file, spec.affinity_format)
-    if Y.shape != (len(ligands), len(proteins)):
-        raise DataError(f"{folder / spec.affinity_file}: must have shape (ligands, proteins) = "
-                        f"({len(ligands)}, {len(proteins)}), but got {Y.shape}")
+    lig_path, prot_path, y_path = folder / spec.ligands_file, folder / spec.proteins_file, folder / spec.affinity_file
+    lig_ids, smiles, problems = _read_strings(lig_path, "ligand", "SMILES", protein=False)
+    prot_ids, sequences, more = _read_strings(prot_path, "protein", "sequence", protein=True)
+    _raise(problems[:MAX_LISTED] + more)
+    Y = load_affinity_matrix(y_path, spec.affinity_format)
+    if Y.shape != (len(lig_ids), len(prot_ids)):
+        raise DataError(f"{y_path}: must have shape (ligands, proteins) = ({len(lig_ids)}, {len(prot_ids)}) as "
+                        f"{spec.ligands_file} and {spec.proteins_file} list, but got {Y.shape}")
     rows, cols = np.where(~np.isnan(Y))  # DeepDTA's pair order; fold indices index into it
     n = len(rows)
-    train_folds = _read_json(folder / spec.train_folds_file, list)
-    test = _fold_indices(_read_json(folder / spec.test_fold_file, list), n, folder / spec.test_fold_file)
-    if not train_folds or not all(isinstance(f, list) for f in train_folds):
-        raise DataError(f"{folder / spec.train_folds_file}: must be a JSON list of folds (lists of pair indices)")
+    if n == 0:
+        raise DataError(f"{y_path}: must hold at least one measured affinity (NaN marks a pair not measured), "
+                        f"but got {Y.size} NaN")
+    y = Y[rows, cols].astype(np.float64)
+    # NaN is the documented "not measured" marker; anything else must be a finite number
+    require_finite(y, y_path, "measured affinities", kind="pair", ids=_PairIds(rows, cols, lig_ids, prot_ids))
+    if spec.pkd:
+        y = kd_to_pkd(y, str(y_path), kind="pair", ids=_PairIds(rows, cols, lig_ids, prot_ids))
+
+    train_path, test_path = folder / spec.train_folds_file, folder / spec.test_fold_file
+    train_folds = _read_json(train_path, list, "a list of training folds, each a list of pair indices")
+    test_raw = _read_json(test_path, list, "a list of test pair indices")
+    if len(train_folds) < 2:
+        raise DataError(f"{train_path}: must hold at least two training folds (one is the validation split), "
+                        f"but got {len(train_folds)}")
     if spec.val_fold >= len(train_folds):
-        raise DataError(f"task.dataset.val_fold: must be < the number of training folds ({len(train_folds)}), "
+        raise DataError(f"task.dataset.val_fold: must be < the number of training folds in {train_path} ({len(train_folds)}), "
                         f"but got {spec.val_fold}")
-    folds = [_fold_indices(f, n, folder / spec.train_folds_file) for f in train_folds]
+    folds = [_fold_indices(f, n, train_path, f"training fold {k}") for k, f in enumerate(train_folds)]
+    test = _fold_indices(test_raw, n, test_path, "test fold")
+    _no_shared_pairs([(train_path, f"training fold {k}", f) for k, f in enumerate(folds)] + [(test_path, "the test fold", test)],
+                     n, _PairIds(rows, cols, lig_ids, prot_ids))
     val = folds[spec.val_fold]
-    train = np.concatenate([f for i, f in enumerate(folds) if i != spec.val_fold]) if len(folds) > 1 else np.empty(0, np.int64)
-    if len(train) == 0:
-        raise DataError(f"{folder / spec.train_folds_file}: needs at least two training folds (one is the validation split)")
-    for a, b, what in ((train, test, "training and test"), (val, test, "validation and test"), (train, val, "training and validation")):
-        if np.intersect1d(a, b).size:
-            raise DataError(f"{folder}: the {what} folds share {np.intersect1d(a, b).size} pairs")
-    return RawPairs(
-        smiles=[str(s) for s in ligands.values()],
-        sequences=[str(s) for s in proteins.values()],
-        drug_idx=rows,
-        protein_idx=cols,
-        y=Y[rows, cols].astype(np.float64),
-        split={"train": train, "val": val, "test": test},
-    )
+    train = np.concatenate([f for i, f in enumerate(folds) if i != spec.val_fold])
+    unused = n - len(train) - len(val) - len(test)
+    if unused:
+        logger.warning("%s: %d of %d measured pairs of %s are in no fold (not used)", folder, unused, n, spec.affinity_file)
+    return RawPairs(smiles=smiles, sequences=sequences, drug_idx=rows, protein_idx=cols, y=y,
+                    split={"train": train, "val": val, "test": test})
+
+
+def _no_shared_pairs(folds: list[tuple[Path, str, np.ndarray]], n: int, ids: _PairIds) -> None:
+    """Each measured pair is in one fold at most (within a fold: once)."""
+    owner = np.full(n, -1, dtype=np.int64)
+    problems = []
+    for k, (path, label, ix) in enumerate(folds):
+        values, counts = np.unique(ix, return_counts=True)
+        for v in values[counts > 1][:MAX_LISTED]:
+            problems.append(f"{path}: {label}: must list each pair index once, but got pair {int(v)} ({ids[int(v)]}) "
+                            f"{int(counts[values == v][0])} times")
+        clash = values[owner[values] >= 0]
+        for v in clash[:MAX_LISTED]:
+            problems.append(f"{path}: {label}: must share no pair with {folds[int(owner[v])][1]}, but got pair {int(v)} "
+                            f"({ids[int(v)]}) in both" + (f" (and {clash.size - 1} more shared)" if clash.size > 1 else ""))
+            break
+        owner[values[owner[values] < 0]] = k
+    _raise(problems)
 
 
 def load_affinity_matrix(path: Path, fmt: str = "auto") -> np.ndarray:
-    """DeepDTA's ``Y``: a (restricted) pickle or a whitespace-separated text matrix, as float64."""
+    """DeepDTA's ``Y``: a (restricted) pickle or a whitespace-separated text matrix, as float64.
+    NaN (``nan`` in text) marks a pair that was not measured; anything else must be a number."""
     from hpo.safe_pickle import load_data_pickle
 
     if not path.is_file():
-        raise DataError(f"{path}: affinity matrix not found")
+        raise DataError(f"{path}: must be an existing affinity matrix file, but got none")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: must hold a drugs x proteins affinity matrix, but got an empty file")
     if fmt == "auto":
         with open(path, "rb") as f:
             fmt = "pickle" if f.read(1) == b"\x80" else "text"
-    if fmt == "pickle":
-        obj = load_data_pickle(path)
-    else:
-        try:
-            obj = np.loadtxt(path, dtype=np.float64, ndmin=2)
-        except ValueError as e:
-            raise DataError(f"{path}: not a whitespace-separated number matrix ({e}); "
-                            "set affinity_format: pickle if it is a pickle") from None
+    if fmt == "text":
+        return _read_text_matrix(path)
+    obj = load_data_pickle(path)
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(r, (list, tuple, np.ndarray)) for r in obj):
+        widths = [len(r) for r in obj]
+        if len(set(widths)) > 1:
+            i = next(i for i, w in enumerate(widths) if w != widths[0])
+            raise DataError(f"{path}: must hold a rectangular matrix (every row as long as row 0: {widths[0]}), "
+                            f"but got row {i} of length {widths[i]}")
+    if not isinstance(obj, (np.ndarray, list, tuple)):
+        raise DataError(f"{path}: must hold a numeric matrix (drugs x proteins), but got a pickled {type(obj).__name__}")
     try:
-        Y = np.asarray(obj, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: must hold a numeric matrix, but got {type(obj).__name__}") from None
-    if Y.ndim != 2:
-        raise DataError(f"{path}: must hold a 2-D matrix (drugs x proteins), but got shape {Y.shape}")
-    return Y
+        arr = np.asarray(obj)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: must hold a numeric matrix (drugs x proteins), but got {type(obj).__name__} ({e})") from None
+    if arr.dtype.kind not in "iuf":
+        bad = next(((ix, v) for ix, v in np.ndenumerate(arr) if not isinstance(v, (int, float, np.integer, np.floating))
+                    or isinstance(v, (bool, np.bool_))), None)
+        got = f"{show(bad[1])} at Y{list(bad[0])}" if bad is not None and arr.dtype.kind == "O" else f"dtype {arr.dtype}"
+        raise DataError(f"{path}: must hold numbers (NaN: not measured), but got {got}")
+    if arr.ndim != 2:
+        raise DataError(f"{path}: must hold a 2-D matrix (drugs x proteins), but got shape {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: must be UTF-8 text, but got byte 0x{data[e.start]:02x}") from None
+
+
+def _read_text_matrix(path: Path) -> np.ndarray:
+    """Whitespace-separated numbers, one matrix row per line (``#`` comments and blank lines skipped);
+    ``nan`` marks a pair not measured."""
+    rows: list[list[float]] = []
+    problems: list[str] = []
+    width = first = None
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        tokens = line.split("#", 1)[0].split()
+        if not tokens:
+            continue
+        if width is None:
+            width, first = len(tokens), lineno
+        elif len(tokens) != width:
+            problems.append(f"{path}: line {lineno}: must have {width} values (one per protein) like line {first}, "
+                            f"but got {len(tokens)}")
+            continue
+        values = []
+        for col, tok in enumerate(tokens, 1):
+            try:
+                values.append(float(tok))
+            except ValueError:
+                problems.append(f"{path}: line {lineno} column {col}: must be a number (nan: not measured), but got {show(tok)}")
+                values.append(math.nan)
+        rows.append(values)
+        if len(problems) > MAX_LISTED:
+            break
+    _raise(problems)
+    if not rows:
+        raise DataError(f"{path}: must hold a drugs x proteins affinity matrix, but got no numbers")
+    return np.array(rows, dtype=np.float64)
 
 
 def read_csv(spec: CsvDTADataset, target: str) -> RawPairs:
-    import pandas as pd
+    """One pair per row. Every row must have as many fields as the header, a SMILES, a sequence and a
+    finite target: a malformed row is an error naming it (rows are counted from 1 after the header)."""
+    import csv
+    import io
 
     problems = spec.check(target)
     if problems:
-        raise DataError("; ".join(p.render(None) for p in problems))
-    cols = [spec.smiles_column, spec.sequence_column, target]
-    df = pd.read_csv(spec.path, usecols=cols, dtype={spec.smiles_column: str, spec.sequence_column: str})
-    df[target] = pd.to_numeric(df[target], errors="coerce")
-    for c in (spec.smiles_column, spec.sequence_column):
-        df[c] = df[c].str.strip()
-    keep = df[target].notna() & df[spec.smiles_column].fillna("").ne("") & df[spec.sequence_column].fillna("").ne("")
-    if not keep.all():
-        logger.warning("%s: dropped %d of %d rows with an empty SMILES, sequence or %s", spec.path, int((~keep).sum()), len(df), target)
-        df = df[keep].reset_index(drop=True)
-    if len(df) < 3:
-        raise DataError(f"{spec.path}: needs at least 3 usable rows, but got {len(df)}")
-    drug_idx, smiles = pd.factorize(df[spec.smiles_column])
-    protein_idx, sequences = pd.factorize(df[spec.sequence_column])
-    y = df[target].to_numpy(np.float64)
-    split = split_pairs(len(df), spec, drug_idx, protein_idx)
-    return RawPairs(list(smiles), list(sequences), drug_idx.astype(np.int64), protein_idx.astype(np.int64), y, split)
+        raise DataError("\n".join(f"{spec.path}: {p.render(None)}" for p in problems))
+    path = spec.path
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    problems: list[str] = []
+    smiles, sequences, targets = [], [], []
+    try:
+        header = next(reader, [])
+        for name in (spec.smiles_column, spec.sequence_column, target):
+            if header.count(name) > 1:
+                problems.append(f"{path}: line 1: must name column {name!r} once, but got it {header.count(name)} times")
+        _raise(problems)
+        cols = [header.index(c) for c in (spec.smiles_column, spec.sequence_column, target)]
+        checked: dict[tuple[str, bool], str | None] = {}
+        for fields in reader:
+            if not fields:
+                continue  # a blank line holds no record
+            row = len(targets) + 1
+            loc = f"row {row} (line {reader.line_num})"
+            if len(fields) != len(header):
+                problems.append(f"{path}: {loc}: must have {len(header)} fields like the header, but got {len(fields)}: "
+                                f"{show(','.join(fields), 60)}")
+                targets.append(0.0)
+                continue
+            s, q, v = (fields[c] for c in cols)
+            for value, col, protein in ((s, spec.smiles_column, False), (q, spec.sequence_column, True)):
+                key = (value, protein)
+                if key not in checked:
+                    checked[key] = _string_problem(value, col, protein)
+                if checked[key]:
+                    problems.append(f"{path}: {loc}: {checked[key]}")
+            smiles.append(s.strip())
+            sequences.append(q.strip())
+            try:
+                targets.append(float(v))
+            except ValueError:
+                targets.append(v.strip())  # require_finite names it
+            if len(problems) > MAX_LISTED:
+                break
+    except csv.Error as e:
+        problems.append(f"{path}: line {reader.line_num}: must be well-formed CSV, but got {e}")
+    _raise(problems)
+    require_finite(targets, path, f"{target} (column {cols[2] + 1})", kind="row", offset=1)
+    if len(targets) < 3:
+        raise DataError(f"{path}: must hold at least 3 rows (pairs) for a training, validation and test split, but got {len(targets)}")
+    import pandas as pd
+
+    drug_idx, uniq_smiles = pd.factorize(pd.Series(smiles))
+    protein_idx, uniq_seqs = pd.factorize(pd.Series(sequences))
+    y = np.asarray(targets, dtype=np.float64)
+    if spec.pkd:
+        y = kd_to_pkd(y, str(path), kind="row", offset=1)
+    split = split_pairs(len(y), spec, drug_idx, protein_idx, label=str(path))
+    return RawPairs(list(uniq_smiles), list(uniq_seqs), drug_idx.astype(np.int64), protein_idx.astype(np.int64), y, split)
 
 
 def generate_synthetic(spec: SyntheticDTADataset) -> RawPairs:
@@ -395,22 +595,41 @@ def generate_synthetic(spec: SyntheticDTADataset) -> RawPairs:
     return RawPairs(smiles, sequences, rows.astype(np.int64), cols.astype(np.int64), y, split)
 
 
-def split_pairs(n: int, spec: _RandomSplit, drug_idx: np.ndarray, protein_idx: np.ndarray) -> dict[str, np.ndarray]:
+def split_counts(n_groups: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
+    """``(n_test, n_val)`` of ``n_groups`` groups (pairs, drugs or proteins)."""
+    return int(round(test_fraction * n_groups)), max(1, int(round(val_fraction * n_groups)))
+
+
+def _fewest_groups(test_fraction: float, val_fraction: float) -> int | None:
+    """The fewest groups for which no split is empty (None when ``test_fraction`` leaves it empty always)."""
+    for g in range(3, 1_000_000):
+        t, v = split_counts(g, test_fraction, val_fraction)
+        if t >= 1 and g - t - v >= 1:
+            return g
+    return None
+
+
+def split_pairs(n: int, spec: _RandomSplit, drug_idx: np.ndarray, protein_idx: np.ndarray,
+                label: str = "task.dataset") -> dict[str, np.ndarray]:
     """Random split of ``n`` pairs (test, val as fractions of all pairs), or cold by drug / protein
-    (fractions of the distinct drugs / proteins; every pair of a held-out drug goes with it)."""
+    (fractions of the distinct drugs / proteins; every pair of a held-out drug goes with it). No split
+    may be left empty: too few pairs (drugs, proteins) for the fractions is an error naming the fewest."""
     rng = np.random.default_rng(spec.split_seed)
     if spec.split == "random":
         groups, n_groups = np.arange(n), n
     else:
         groups = np.asarray(drug_idx if spec.split == "cold_drug" else protein_idx)
-        n_groups = int(groups.max()) + 1
-    perm = rng.permutation(n_groups)
-    n_test = int(round(spec.test_fraction * n_groups))
-    n_val = max(1, int(round(spec.val_fraction * n_groups)))
-    if n_groups - n_test - n_val < 1:
+        n_groups = int(groups.max()) + 1 if len(groups) else 0
+    n_test, n_val = split_counts(n_groups, spec.test_fraction, spec.val_fraction)
+    if n_test < 1 or n_groups - n_test - n_val < 1:
         what = "pairs" if spec.split == "random" else spec.split.split("_")[1] + "s"
-        raise DataError(f"task.dataset: {n_groups} {what} are too few for test_fraction {spec.test_fraction:g} "
-                        f"and val_fraction {spec.val_fraction:g}")
+        fewest = _fewest_groups(spec.test_fraction, spec.val_fraction)
+        need = f"at least {fewest} {what}" if fewest else "a larger test_fraction"
+        empty = "test" if n_test < 1 else "training"
+        raise DataError(f"{label}: must hold enough {what} for test_fraction {spec.test_fraction:g} and val_fraction "
+                        f"{spec.val_fraction:g} to leave no split empty ({need}), but got {n_groups} {what} "
+                        f"(the {empty} split would be empty)")
+    perm = rng.permutation(n_groups)
     assign = np.empty(n_groups, dtype=np.int8)  # 0 train, 1 val, 2 test
     assign[perm[:n_test]] = 2
     assign[perm[n_test:n_test + n_val]] = 1
@@ -530,23 +749,54 @@ def data_key(spec: DTADataset, data_cfg: DTADataConfig, target: str | None, dige
             "target": target, "files": digest}
 
 
-def _read_json(path: Path, kind: type):
+def _read_json(path: Path, kind: type, what: str):
+    """A JSON file holding ``kind`` (dict or list); ``what`` says what it should hold, for messages."""
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: must be an existing file ({what}), but got none")
+    text = _read_text(path)
+    noun = "object" if kind is dict else "list"
+    if not text.strip():
+        raise DataError(f"{path}: must hold a JSON {noun} ({what}), but got an empty file")
+    dupes: list[str] = []
+
+    def unique_keys(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                dupes.append(k)
+            out[k] = v
+        return out
+
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+        obj = json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as e:
+        ends_early = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+        cut = " (the file ends early: truncated?)" if ends_early else ""
+        raise DataError(f"{path}: line {e.lineno} column {e.colno}: must be valid JSON ({what}), but got {e.msg}{cut}") from None
+    except RecursionError:
+        raise DataError(f"{path}: must be JSON of ordinary depth ({what}), but got nesting too deep to read") from None
     if not isinstance(obj, kind):
-        raise DataError(f"{path}: must hold a JSON {'object' if kind is dict else 'list'}, but got {type(obj).__name__}")
+        raise DataError(f"{path}: must hold a JSON {noun} ({what}), but got a {type(obj).__name__}")
+    if dupes:
+        others = f" (and {len(dupes) - 1} more repeated ids)" if len(dupes) > 1 else ""
+        raise DataError(f"{path}: must name each id once (a repeated id shifts the rows of Y), but got "
+                        f"{show(dupes[0])} more than once{others}")
     return obj
 
 
-def _fold_indices(fold: Any, n: int, path: Path) -> np.ndarray:
-    try:
-        ix = np.asarray(fold, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: folds must hold integer pair indices") from None
-    if ix.size and (ix.min() < 0 or ix.max() >= n):
-        raise DataError(f"{path}: pair indices must lie in [0, {n}) (the measured pairs of Y), but got {ix.min()}..{ix.max()}")
-    return ix
+def _fold_indices(fold: Any, n: int, path: Path, label: str = "fold") -> np.ndarray:
+    """A fold as read from JSON: a non-empty list of integer pair indices in ``[0, n)``."""
+    if not isinstance(fold, list):
+        raise DataError(f"{path}: {label}: must be a list of pair indices, but got {show(fold, 60)}")
+    if not fold:
+        raise DataError(f"{path}: {label}: must hold at least one pair index, but got an empty list")
+    not_int = [(i, v) for i, v in enumerate(fold) if type(v) is not int]
+    if not_int:
+        items = ", ".join(f"entry {i} = {show(v, 40)}" for i, v in not_int[:MAX_LISTED])
+        raise DataError(f"{path}: {label}: pair indices must be integers, but got {items}" + more_suffix(len(not_int)))
+    outside = [(i, v) for i, v in enumerate(fold) if not 0 <= v < n]
+    if outside:
+        items = ", ".join(f"entry {i} = {v}" for i, v in outside[:MAX_LISTED])
+        raise DataError(f"{path}: {label}: pair indices must lie in [0, {n}) (the measured pairs of Y), but got {items}"
+                        + more_suffix(len(outside)))
+    return np.asarray(fold, dtype=np.int64)

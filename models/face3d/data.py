@@ -10,6 +10,14 @@
     Faces as a template plus an identity-specific shape, seen under random head poses, with an identity
     embedding; the target embedding depends on identity and shape but not on pose (learnable).
 
+**What must hold** for an ``.npz`` (checked when it is read, so ``hpo validate`` / ``hpo run`` refuse a
+malformed file before any trial, each problem as ``file: where: what must hold, but got X``): it is a
+complete zip archive (a cut or corrupt one, a bare ``.npy`` or a pickle is refused); ``inputs`` and
+``targets`` exist; no array is an object array (refused from its header, never unpickled); inputs,
+targets and identity hold real numbers, all finite (NaN / inf name the sample and its id); shapes agree
+(N samples everywhere, T, F, D >= 1); no target is the zero vector (its cosine is undefined); the split
+leaves no part empty.
+
 Inputs (and the identity embedding) are standardised with training-split statistics when
 ``standardize_inputs`` is on; targets are left as they are. Processing is cached by file content.
 """
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +35,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from hpo.datacheck import MAX_LISTED, more_suffix, require_finite
+from hpo.datacheck import where as _where
 from hpo.errors import DataError, Problem
 from hpo.tasks import DataPath, DatasetSpec
 
@@ -75,11 +87,15 @@ class NpzFace3DDataset(Face3DDataset):
     def check(self) -> list[Problem]:
         if not self.path.is_file():
             return [Problem("task.dataset.path", "must be an existing .npz file", str(self.path))]
+        problem = _npz_container_problem(self.path)
+        if problem:
+            return [Problem("task.dataset.path", f"must be a complete .npz archive of arrays (numpy.savez); it is "
+                            f"{problem.split(', but got ', 1)[1]}", str(self.path))]
         try:
-            with np.load(self.path, allow_pickle=False) as z:
-                names = set(z.files)
-        except (OSError, ValueError) as e:
-            return [Problem("task.dataset.path", f"must be a readable .npz file ({e})", str(self.path))]
+            with zipfile.ZipFile(self.path) as zf:
+                names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        except _NPZ_READ_ERRORS as e:
+            return [Problem("task.dataset.path", f"must be a readable .npz file ({type(e).__name__}: {e})", str(self.path))]
         missing = [k for k in ("inputs", "targets") if k not in names]
         if missing:
             return [Problem("task.dataset.path", f"must hold the arrays inputs and targets; missing {', '.join(missing)}",
@@ -135,7 +151,7 @@ def build(spec: Face3DDataset, data_cfg: Face3DDataConfig) -> FaceData:
     raw = spec.read()
     n = len(raw.targets)
     groups = raw.ids if raw.ids is not None and spec.group_by_ids else None
-    split = split_indices(n, spec, groups)
+    split = split_indices(n, spec, groups, label=str(getattr(spec, "path", "") or "task.dataset"))
     inputs, identity = raw.inputs.astype(np.float32), None if raw.identity is None else raw.identity.astype(np.float32)
     stats: dict[str, Any] = {}
     if data_cfg.standardize_inputs:
@@ -164,31 +180,146 @@ def build(spec: Face3DDataset, data_cfg: Face3DDataConfig) -> FaceData:
     return FaceData(parts, info)
 
 
+_NPZ_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, NotImplementedError, SyntaxError)
+_REAL = "iuf"  # dtype kinds of real numbers (bool, complex, strings, objects and records are refused)
+
+
+def _npz_container_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete .npz archive (None when it is one)."""
+    if not path.is_file():
+        return f"{path}: must be an existing .npz file, but got none"
+    size = path.stat().st_size
+    if size == 0:
+        return f"{path}: must be a .npz archive of arrays (numpy.savez), but got an empty file"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if zipfile.is_zipfile(path):
+        return None
+    if head.startswith(b"PK"):
+        got = f"a truncated or corrupt zip archive ({size} bytes, its central directory is missing)"
+    elif head == b"\x93NUMPY":
+        got = "a single .npy array (numpy.save), not an archive of named arrays"
+    elif head.startswith(b"\x80"):
+        got = "a pickle (refused: loading it could run code)"
+    else:
+        got = f"a file starting with {head!r}"
+    return f"{path}: must be a .npz archive of arrays (numpy.savez), but got {got}"
+
+
+def _member_problem(zf: zipfile.ZipFile, path: Path, key: str) -> str | None:
+    """Read the header of array ``key`` without its data: object arrays (which only unpickling could
+    load) and headers that promise more data than the member holds (a truncated or crafted file) are
+    refused before numpy allocates anything."""
+    info = zf.getinfo(key + ".npy")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        data_bytes = info.file_size - f.tell()
+    if dtype.hasobject:
+        return f"{path}: {key}: must be an array of numbers, but got an object array (refused: loading it would unpickle)"
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > data_bytes:
+        return (f"{path}: {key}: must hold the {need} bytes its header declares (shape {tuple(shape)}, {dtype}), "
+                f"but got {data_bytes} (the file is truncated or corrupt)")
+    return None
+
+
 def read_npz(path: Path) -> RawFaces:
+    """The arrays of a face3d .npz (see the module docstring), refused with every problem found when
+    malformed: not an archive, truncated, object arrays, arrays missing, not real numbers, shapes
+    that disagree, non-finite values (naming the samples), zero-norm targets."""
+    problem = _npz_container_problem(path)
+    if problem:
+        raise DataError(problem)
+    keys = ("inputs", "targets", "identity", "ids")
+    arrays: dict[str, np.ndarray] = {}
+    problems: list[str] = []
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    with z:
-        for key in ("inputs", "targets"):
-            if key not in z.files:
-                raise DataError(f"{path}: must hold an array {key!r}; found {', '.join(z.files) or 'none'}")
-        inputs, targets = np.asarray(z["inputs"]), np.asarray(z["targets"])
-        identity = np.asarray(z["identity"]) if "identity" in z.files else None
-        ids = np.asarray(z["ids"]) if "ids" in z.files else None
+        with zipfile.ZipFile(path) as zf:
+            names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+            missing = [k for k in ("inputs", "targets") if k not in names]
+            if missing:
+                raise DataError(f"{path}: must hold the arrays inputs and targets, but got no {' and no '.join(missing)} "
+                                f"(arrays: {', '.join(sorted(names)) or 'none'})")
+            for key in keys:
+                if key in names:
+                    try:
+                        why = _member_problem(zf, path, key)
+                    except _NPZ_READ_ERRORS as e:
+                        why = (f"{path}: {key}: must be a complete, readable array (the file is truncated or corrupt), but got "
+                               f"{type(e).__name__}: {str(e)[:200]}")
+                    if why:
+                        problems.append(why)
+        if problems:
+            raise DataError("\n".join(problems))
+        with np.load(path, allow_pickle=False) as z:
+            for key in keys:
+                if key in names:
+                    try:
+                        arrays[key] = np.asarray(z[key])
+                    except _NPZ_READ_ERRORS as e:
+                        problems.append(f"{path}: {key}: must be a complete, readable array (the file is truncated or corrupt), but got "
+                                        f"{type(e).__name__}: {str(e)[:200]}")
+    except DataError:
+        raise
+    except _NPZ_READ_ERRORS as e:
+        raise DataError(f"{path}: must be a readable .npz archive, but got {type(e).__name__}: {str(e)[:200]}") from None
+    if problems:
+        raise DataError("\n".join(problems))
+    return check_arrays(path, arrays["inputs"], arrays["targets"], arrays.get("identity"), arrays.get("ids"))
+
+
+def check_arrays(path: Path | str, inputs: np.ndarray, targets: np.ndarray, identity: np.ndarray | None = None,
+                 ids: np.ndarray | None = None) -> RawFaces:
+    """What must hold for the arrays of a face3d dataset; every problem as one line of a DataError."""
+    problems = []
+    for name, arr in (("inputs", inputs), ("targets", targets), ("identity", identity)):
+        if arr is not None and arr.dtype.kind not in _REAL:
+            problems.append(f"{path}: {name}: must hold real numbers (int or float), but got dtype {arr.dtype}")
+    if ids is not None and (ids.dtype.kind not in "iuUSf"):
+        problems.append(f"{path}: ids: must hold integers or strings (one id per sample), but got dtype {ids.dtype}")
+    if problems:
+        raise DataError("\n".join(problems))
     if inputs.ndim == 2:  # one token per sample
         inputs = inputs[:, None, :]
     if inputs.ndim != 3:
-        raise DataError(f"{path}: inputs must have shape (N, T, F), but got {inputs.shape}")
+        problems.append(f"{path}: inputs: must have shape (N, T, F) or (N, F), but got {inputs.shape}")
     if targets.ndim != 2:
-        raise DataError(f"{path}: targets must have shape (N, D), but got {targets.shape}")
+        problems.append(f"{path}: targets: must have shape (N, D), but got {targets.shape}")
+    if problems:
+        raise DataError("\n".join(problems))
     n = len(inputs)
+    if n == 0:
+        raise DataError(f"{path}: inputs: must hold at least one sample, but got shape {inputs.shape}")
+    if inputs.shape[1] == 0 or inputs.shape[2] == 0:
+        problems.append(f"{path}: inputs: must have at least one token (T) of at least one feature (F), but got shape {inputs.shape}")
+    if targets.shape[1] == 0:
+        problems.append(f"{path}: targets: must have at least one dimension (D), but got shape {targets.shape}")
     for name, arr, nd in (("targets", targets, 2), ("identity", identity, 2), ("ids", ids, 1)):
         if arr is not None and (arr.ndim != nd or len(arr) != n):
-            raise DataError(f"{path}: {name} must have {n} rows (one per sample) and {nd} dimensions, but got shape {arr.shape}")
+            problems.append(f"{path}: {name}: must have {n} rows (one per sample) and {nd} dimensions, but got shape {arr.shape}")
+    if identity is not None and identity.ndim == 2 and identity.shape[1] == 0:
+        problems.append(f"{path}: identity: must have at least one dimension, but got shape {identity.shape}")
+    if problems:
+        raise DataError("\n".join(problems))
+    label = [str(v) for v in ids.tolist()] if ids is not None else None
+    if ids is not None and ids.dtype.kind == "f":
+        require_finite(ids, path, "ids", kind="sample")
     for name, arr in (("inputs", inputs), ("targets", targets), ("identity", identity)):
-        if arr is not None and (not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr))):
-            raise DataError(f"{path}: {name} must be finite numbers")
+        if arr is not None:
+            try:
+                require_finite(arr.reshape(n, -1), path, name, kind="sample", ids=label)
+            except DataError as e:
+                problems.append(str(e))
+    norms = np.linalg.norm(targets.astype(np.float64), axis=1) if not problems else None
+    if norms is not None and (norms == 0).any():
+        zero = np.flatnonzero(norms == 0)
+        items = ", ".join(_where(int(i), "sample", None if label is None else label[int(i)]) for i in zero[:MAX_LISTED])
+        problems.append(f"{path}: targets: must have a non-zero norm (the cosine similarity of a zero vector is undefined), "
+                        f"but got all zeros at {items}" + more_suffix(int(zero.size)))
+    if problems:
+        raise DataError("\n".join(problems))
     return RawFaces(inputs, targets, identity, ids)
 
 
@@ -215,23 +346,33 @@ def generate_synthetic(spec: SyntheticFace3DDataset) -> RawFaces:
     return RawFaces(inputs, face_target[ids], identity, ids)
 
 
-def split_indices(n: int, spec: Face3DDataset, groups: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Random split by sample, or by group (all samples of one id together); fractions of samples / ids."""
+def split_indices(n: int, spec: Face3DDataset, groups: np.ndarray | None, label: str = "task.dataset") -> dict[str, np.ndarray]:
+    """Random split by sample, or by group (all samples of one id together); fractions of samples / ids.
+    No split may be left empty: too few samples (ids) for the fractions is an error naming the fewest."""
     rng = np.random.default_rng(spec.split_seed)
     if groups is None:
         keys, inverse = np.arange(n), np.arange(n)
     else:
         keys, inverse = np.unique(groups, return_inverse=True)
     g = len(keys)
-    n_test, n_val = int(round(spec.test_fraction * g)), max(1, int(round(spec.val_fraction * g)))
-    if g - n_test - n_val < 1:
-        raise DataError(f"task.dataset: {g} {'ids' if groups is not None else 'samples'} are too few for "
-                        f"val_fraction {spec.val_fraction:g} and test_fraction {spec.test_fraction:g}")
+    n_test, n_val = _split_counts(g, spec.test_fraction, spec.val_fraction)
+    if n_test < 1 or g - n_test - n_val < 1:
+        what = "ids" if groups is not None else "samples"
+        fewest = next((k for k in range(3, 1_000_000) if _split_counts(k, spec.test_fraction, spec.val_fraction)[0] >= 1
+                       and k - sum(_split_counts(k, spec.test_fraction, spec.val_fraction)) >= 1), None)
+        need = f"at least {fewest} {what}" if fewest else "a larger test_fraction"
+        raise DataError(f"{label}: must hold enough {what} for val_fraction {spec.val_fraction:g} and test_fraction "
+                        f"{spec.test_fraction:g} to leave no split empty ({need}), but got {g} {what} "
+                        f"(the {'test' if n_test < 1 else 'training'} split would be empty)")
     perm = rng.permutation(g)
     assign = np.zeros(g, dtype=np.int8)
     assign[perm[:n_test]], assign[perm[n_test:n_test + n_val]] = 2, 1
     of = assign[inverse]
     return {"train": np.flatnonzero(of == 0), "val": np.flatnonzero(of == 1), "test": np.flatnonzero(of == 2)}
+
+
+def _split_counts(g: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
+    return int(round(test_fraction * g)), max(1, int(round(val_fraction * g)))
 
 
 class FaceLoader:
