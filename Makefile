@@ -9,6 +9,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 TORCH  ?= torch==2.13.0
+# the tested set of every dependency (pip freeze of the venv the suite passed in): reproducible installs.
+# CONSTRAINTS= (empty) installs the newest versions the floors in pyproject.toml allow instead.
+CONSTRAINTS ?= constraints.txt
+PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 PYTEST_ARGS ?=
 
 .PHONY: demo test install dev bench bench-quick clean
@@ -17,14 +21,14 @@ PYTEST_ARGS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet $(PIP_C) "$(TORCH)"
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install --quiet -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet $(PIP_C) -e .
 	@touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(PIP) install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(PIP) install --quiet $(PIP_C) -e ".[dev]"
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -240,6 +240,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _redacted(label: str) -> str:
+    """A storage URL as the report shows it: through the one redaction (callers pass it redacted already)."""
+    from hpo.storage import redact
+
+    return redact(label) if "://" in label else label
+
+
 def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "") -> Path:
     import plotly.offline
 
@@ -255,7 +262,7 @@ def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "
     parts.append(f"<h1>{html.escape(title)}</h1>")
     parts.append(f"<p>task <b>{html.escape(v.task)}</b> · {len(v.trials)} trials ("
                  + ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items())) + ")"
-                 + (f" · store {html.escape(storage_label)}" if storage_label else "") + "</p>")
+                 + (f" · store {html.escape(_redacted(storage_label))}" if storage_label else "") + "</p>")
     if best is not None:
         vals = ", ".join(f"{m} = {x:.5g}" for m, x in zip(v.metrics, best.values))
         parts.append(f"<p>best: trial <b>#{best.number}</b> {html.escape(vals)}"

@@ -50,6 +50,10 @@ def _problem(path: str, loc: tuple, errs: list[dict], root: type[BaseModel], dat
     kinds = {e["type"] for e in errs}
     first = errs[0]
     got = _value_at(data, loc)
+    if isinstance(got, str) and "://" in got:  # a URL is shown without its secrets (storage: ...?password=)
+        from hpo.storage import redact
+
+        got = redact(got)
     if "extra_forbidden" in kinds:
         model = _model_at(root, loc[:-1], data)
         valid = sorted(model.model_fields) if model is not None else []

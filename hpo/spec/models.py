@@ -260,6 +260,19 @@ class StudySpec(Spec):
     baselines: dict[StrictStr, dict[StrictStr, Any]] = {}  # the study's plans, in addition to the space's
     storage: Optional[StrictStr] = None  # default sqlite:///runs/hpo.db
     artifacts: Optional[StrictStr] = None  # checkpoint folder; default runs/artifacts
+
+    @field_validator("storage")
+    @classmethod
+    def _no_secret_in_storage(cls, value: Optional[str]) -> Optional[str]:
+        # refused when the file is read (`hpo validate` too), before anything opens or prints it;
+        # the value shown in the error is redacted (hpo.spec.errors)
+        if value is not None:
+            from hpo.storage import url_rule
+
+            rule = url_rule(value)
+            if rule is not None:
+                raise ValueError(rule)
+        return value
     seed: StrictInt = 0  # sampler seed and default training seed
     backend: Literal["local", "ray"] = "local"
     ray: RaySection = RaySection()
