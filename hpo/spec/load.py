@@ -140,6 +140,8 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
         try:
             space_raw = load_yaml(space_path)
         except SpecError as e:
+            if space_path.is_file():  # the file is there but malformed: its own file, key and rule
+                raise e.with_file(_rel(space_path)) from None
             raise SpecError([Problem("space", f"must name a readable search space file ({e.problems[0].message})", spec.space)], fname) from None
         space_file, space_prefix, space_fname = space_path, "", _rel(space_path)
     else:
