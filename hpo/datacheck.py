@@ -89,7 +89,7 @@ def check_splits(splits: "Splits", file: str) -> list[str]:
 
 def dataset_label(task: "Task") -> str:
     """How messages name the dataset of a task: its file or folder, else ``task.dataset``."""
-    path = getattr(task.dataset, "path", None) or getattr(task.dataset, "folder", None)
+    path = next((getattr(task.dataset, k) for k in ("path", "folder", "dir") if getattr(task.dataset, k, None)), None)
     return str(path) if path else "task.dataset"
 
 

@@ -97,7 +97,7 @@ class TrafficTask(Task):
                 problems.append(Problem("task.dataset.adj", f"must list every sensor of the data; {len(missing)} of "
                                         f"{len(ids)} are missing (first: {', '.join(missing[:3])})", str(spec.adj)))
         elif n_adj != n_data:
-            problems.append(Problem("task.dataset.adj", f"must have one row per sensor ({n_data} in the data)",
+            problems.append(Problem("task.dataset.adj", f"{spec.adj} must have one row per sensor ({n_data} in the data)",
                                     f"{n_adj} x {n_adj}"))
         return problems
 
@@ -114,14 +114,19 @@ class TrafficTask(Task):
             n = D.pems_peek(spec)[1]
             return n, D.pems_ids(spec, n)
         shapes = {name: D.npz_shapes(spec.dir / name) for name in spec.SPLIT_FILES}
-        nodes = set()
+        nodes: dict[str, int] = {}
         for name, s in shapes.items():
             if "x" not in s or "y" not in s or len(s["x"]) != 4 or len(s["y"]) != 4:
-                raise DataError(f"{spec.dir / name}: expected arrays x and y of shape (samples, steps, nodes, features)")
-            nodes |= {s["x"][2], s["y"][2]}
-        if len(nodes) != 1:
-            raise DataError(f"{spec.dir}: the split files disagree on the number of sensors ({sorted(nodes)})")
-        return nodes.pop(), None
+                got = ", ".join(f"{k} {v}" for k, v in s.items()) or "no arrays"
+                raise DataError(f"{spec.dir / name}: arrays x, y: must be (samples, steps, nodes, features), but got {got}")
+            if s["x"][2] != s["y"][2]:
+                raise DataError(f"{spec.dir / name}: arrays x, y: must have the same nodes, but got {s['x'][2]} and {s['y'][2]}")
+            nodes[name] = s["x"][2]
+        first = spec.SPLIT_FILES[0]
+        for name, n in nodes.items():
+            if n != nodes[first]:
+                raise DataError(f"{spec.dir / name}: array x: must have {first}'s {nodes[first]} nodes, but got {n}")
+        return nodes[first], None
 
     def load(self, data_cfg: TrafficDataConfig) -> Splits:
         from models.traffic.data import load_splits
