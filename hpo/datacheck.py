@@ -88,7 +88,10 @@ def check_splits(splits: "Splits", file: str) -> list[str]:
 
 
 def dataset_label(task: "Task") -> str:
-    """How messages name the dataset of a task: its file or folder, else ``task.dataset``."""
+    """How messages name the dataset of a task: its own ``label()``, its file or folder, else ``task.dataset``."""
+    label = getattr(task.dataset, "label", None)
+    if callable(label):
+        return str(label())
     path = next((getattr(task.dataset, k) for k in ("path", "folder", "dir") if getattr(task.dataset, k, None)), None)
     return str(path) if path else "task.dataset"
 

@@ -69,14 +69,14 @@ def _studies(db):
 
 
 @pytest.mark.parametrize("command", ["validate", "run", "create"])
-def test_a_dataset_too_small_for_its_splits_is_refused_before_any_trial(tmp_path, capsys, command, monkeypatch):
+def test_a_dataset_too_small_for_its_splits_is_refused_before_anything_is_stored(tmp_path, capsys, command, monkeypatch):
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "s.db"
     path = tmp_path / "s.yaml"
     path.write_text(TOY_STUDY.format(name="tiny", n=5, db=db))
     assert main([command, str(path)]) == 2
     err = capsys.readouterr().err
-    assert "the val split must hold at least one record, but got 0" in err
+    assert "task.dataset.n_samples: " in err and "but got 5" in err  # 5 samples leave the val split empty
     assert "Traceback" not in err
     assert _studies(db) == []  # nothing stored
 

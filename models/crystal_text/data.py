@@ -10,8 +10,13 @@
 
 Every format also takes the split: ``val_fraction`` / ``test_fraction`` (ALIGNN's 0.1 / 0.1) and
 ``split_seed``, the same for every trial of a study, and ``max_samples`` (a random subset, for quick
-looks). Paths are relative to the study file. Records whose target is "na", null or NaN are skipped,
-counted and logged.
+looks). Paths are relative to the study file.
+
+Data files come from strangers, so every record is checked as it is read, and a malformed one is an
+error naming the file, the record (index and id) or row (line number) and what must hold — never a
+silent drop, a truncation or a NaN loss. The one documented exception: a target written as ``"na"``
+(JARVIS's missing value; also JSON ``null``) marks a record without that property, which is skipped
+and counted in the log. A target that is missing from a record, not a number, NaN or inf is an error.
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 from pydantic import Field, model_validator
 
-from hpo.errors import DataError, Problem, closest
+from hpo.datacheck import MAX_LISTED, require_finite, where
+from hpo.errors import DataError, Problem, closest, show
 from hpo.tasks import DataPath, DatasetSpec
 
 logger = logging.getLogger(__name__)
 
 #: JARVIS marks a missing value with the string "na"
 MISSING_STRINGS = ("na", "nan", "none", "null", "")
+#: the only target values that mark a record as skippable (JARVIS's "na", any case; JSON null is None)
+SKIPPABLE_STRINGS = ("na",)
+#: targets are trained in float32: larger magnitudes overflow its range once standardised and scaled back
+MAX_TARGET = 1e30
 
 
 @dataclass
@@ -45,8 +55,35 @@ class RawStructure:
     positions: np.ndarray  # (N, 3) Cartesian, Å
     cell: np.ndarray  # (3, 3) rows = lattice vectors, Å
     pbc: np.ndarray  # (3,) bool
-    target: Any  # raw value; parse_target decides whether it is usable
+    target: Any  # raw value; target_value decides whether it is usable, skippable or an error
     description: Optional[str] = None
+    where: str = ""  # how messages name the structure: "file: record 3 (id JVASP-1)"
+    target_where: str = ""  # how messages name the target, when not `where` (an id_prop.csv row)
+
+
+def target_value(rec: RawStructure, name: Optional[str]) -> Optional[float]:
+    """The target of a record as a finite float; ``None`` for a documented missing value (``"na"``, JSON
+    null): the record is skipped and counted. Anything else is a :class:`DataError`."""
+    value = rec.target
+    if value is None or (isinstance(value, str) and value.strip().lower() in SKIPPABLE_STRINGS):
+        return None
+    v: Optional[float] = None
+    if isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            v = None
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        try:
+            v = float(value)
+        except OverflowError:  # an integer beyond any float (JSON allows one)
+            v = math.inf
+    at = rec.target_where or rec.where or f"record {rec.id!r}"
+    if v is None or not math.isfinite(v):
+        raise DataError(f"{at}: the target {name!r} must be a finite number (or \"na\" where it is missing), but got {show(value)}")
+    if abs(v) > MAX_TARGET:
+        raise DataError(f"{at}: the target {name!r} must be at most {MAX_TARGET:g} in magnitude (it is trained in float32), but got {show(value)}")
+    return v
 
 
 def parse_target(value: Any) -> Optional[float]:
@@ -76,6 +113,14 @@ class CrystalTextDataset(DatasetSpec):
     def source_files(self) -> list[Path]:
         """The input files whose content the processed dataset depends on (none: the spec says it all)."""
         return []
+
+    def label(self) -> str:
+        """How messages name the dataset as a whole: its file, folder or glob."""
+        for key in ("path", "files"):
+            value = getattr(self, key, None)
+            if value is not None:
+                return str(value)
+        return f"task.dataset ({getattr(self, 'format', '?')})"
 
     def records(self, target: Optional[str]) -> Iterator[RawStructure]:
         raise NotImplementedError
@@ -113,37 +158,63 @@ class JarvisJsonDataset(_SplitSettings):
     target_field: Optional[str] = None  # record field of the target when it differs from the study's target name
 
     def source_files(self) -> list[Path]:
-        return [self.path]
+        return _existing([self.path])  # a missing one is reported by records()
 
-    def records(self, target: Optional[str]) -> Iterator[RawStructure]:
+    def records(self, target: Optional[str]) -> Iterator[RawStructure | DataError]:
+        """Every record in file order; a malformed record is yielded as its :class:`DataError` (so that
+        the caller reports them all), a malformed file raises."""
         field = self.target_field or target
-        with _open_text(self.path) as f:
-            try:
-                records = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{self.path}: not valid JSON ({e})") from None
-        if not isinstance(records, list):
-            raise DataError(f"{self.path}: must hold a JSON list of records, but holds a {type(records).__name__}")
+        records = read_json_list(self.path)
         for k, rec in enumerate(records):
-            atoms = rec.get(self.atoms_field) if isinstance(rec, dict) else None
-            if not isinstance(atoms, dict):
-                raise DataError(f"{self.path}: record {k} has no {self.atoms_field!r} mapping")
+            ident = rec.get(self.id_field) if isinstance(rec, dict) else None
+            at = f"{self.path}: {where(k, 'record', ident if isinstance(ident, (str, int)) else None)}"
             try:
-                cell = np.asarray(atoms["lattice_mat"], dtype=float).reshape(3, 3)
-                coords = np.asarray(atoms["coords"], dtype=float).reshape(-1, 3)
-                elements = list(atoms["elements"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise DataError(f"{self.path}: record {k}: {self.atoms_field} must have lattice_mat, coords and elements ({e})") from None
-            desc = rec.get(self.description_field)
-            yield RawStructure(
-                id=str(rec.get(self.id_field, k)),
-                numbers=_numbers(elements, f"{self.path}: record {k}"),
-                positions=coords if atoms.get("cartesian", False) else coords @ cell,
-                cell=cell,
-                pbc=np.ones(3, bool),
-                target=rec.get(field) if field else None,
-                description=desc if isinstance(desc, str) and desc.strip() else None,
-            )
+                structure = self._structure(rec, k, at, field)
+            except DataError as e:
+                yield e
+                continue
+            yield structure
+
+    def _structure(self, rec: Any, k: int, at: str, field: Optional[str]) -> RawStructure:
+        af = self.atoms_field
+        if not isinstance(rec, dict):
+            raise DataError(f"{at}: must be a JSON object with an {af!r} structure, but got {_json_kind(rec)}")
+        atoms = rec.get(af)
+        if not isinstance(atoms, dict):
+            got = f"no {af!r} field (fields: {_keys(rec)})" if af not in rec else _json_kind(atoms)
+            raise DataError(f"{at}: {af} must be a mapping with lattice_mat, coords and elements, but got {got}")
+        missing = [key for key in ("lattice_mat", "coords", "elements") if key not in atoms]
+        if missing:
+            raise DataError(f"{at}: {af} must have lattice_mat, coords and elements, but got no {' and no '.join(missing)} "
+                            f"(keys: {_keys(atoms)})")
+        cell = _float_matrix(atoms["lattice_mat"], 3, at, f"{af}.lattice_mat", "a 3x3 matrix of numbers (lattice vectors as rows, Å)", "row")
+        coords = _float_matrix(atoms["coords"], None, at, f"{af}.coords", "a list of [x, y, z] per atom", "atom")
+        elements = atoms["elements"]
+        if not isinstance(elements, list):
+            raise DataError(f"{at}: {af}.elements must be a list of chemical symbols, but got {_json_kind(elements)} {show(elements)}")
+        if len(elements) != len(coords):
+            raise DataError(f"{at}: {af}.coords and {af}.elements must have one entry per atom, but got "
+                            f"{len(coords)} coords and {len(elements)} elements")
+        if not elements:
+            raise DataError(f"{at}: {af} must hold at least one atom, but got none")
+        cartesian = atoms.get("cartesian", False)
+        if not isinstance(cartesian, bool):
+            raise DataError(f"{at}: {af}.cartesian must be true or false, but got {show(cartesian)}")
+        numbers = _numbers(elements, f"{at}: {af}.elements")
+        if field is not None and field not in rec:
+            raise DataError(f"{at}: must have the target field {field!r} (\"na\" where the value is missing), but got "
+                            f"no such field (fields: {_keys(rec)})")
+        desc = rec.get(self.description_field)
+        return RawStructure(
+            id=str(rec.get(self.id_field, k)),
+            numbers=numbers,
+            positions=coords if cartesian else coords @ cell,
+            cell=cell,
+            pbc=np.ones(3, bool),
+            target=rec.get(field) if field else None,
+            description=desc if isinstance(desc, str) and desc.strip() else None,
+            where=at,
+        )
 
     def problems(self, target: Optional[str]) -> list[Problem]:
         if not self.path.is_file():
@@ -175,19 +246,47 @@ class AlignnFolderDataset(_SplitSettings):
     descriptions: Optional[DataPath] = None  # optional CSV "file,description" (no header)
 
     def source_files(self) -> list[Path]:
-        return [self.path] + ([self.descriptions] if self.descriptions else [])
+        return _existing([self.path] + ([self.descriptions] if self.descriptions else []))  # a missing one is reported by records()
 
-    def records(self, target: Optional[str]) -> Iterator[RawStructure]:
+    def records(self, target: Optional[str]) -> Iterator[RawStructure | DataError]:
+        """Every row of id_prop.csv in file order (rows named by their line); a malformed row or structure
+        file is yielded as its :class:`DataError`, a malformed table raises."""
+        if not self.path.is_dir():
+            raise DataError(f"{self.path}: must be an existing folder with structure files and {self.id_prop}, but got no such folder")
         table = self.path / self.id_prop
+        rows = read_csv_rows(table, f"a CSV of 'file,target' rows (ALIGNN's {self.id_prop})")
+        if not rows:
+            raise DataError(f"{table}: must list at least one 'file,target' row, but got none")
         descriptions = _read_pairs(self.descriptions) if self.descriptions else {}
-        with open(table, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and r[0].strip()]
-        for k, row in enumerate(rows):
-            if len(row) <= self.target_column:
-                raise DataError(f"{table}: row {k + 1} has {len(row)} columns, but target_column is {self.target_column}")
+        width = len(rows[0][1])
+        folder = self.path.resolve()
+        for line, row in rows:
             name = row[0].strip()
+            at = f"{table}: {where(line, 'row', name or None)}"
+            if len(row) != width:
+                yield DataError(f"{at}: must have {width} columns like the first row, but got {len(row)}")
+                continue
+            if len(row) <= self.target_column:
+                yield DataError(f"{at}: must have the target_column {self.target_column} (0-based), but got {len(row)} columns")
+                continue
+            if not name:
+                yield DataError(f"{at}: column 0 must name a structure file, but got an empty cell")
+                continue
+            path = self.path / name
+            if folder not in path.resolve().parents:
+                yield DataError(f"{at}: must name a file inside {self.path}, but got {name!r}")
+                continue
+            if not path.is_file():
+                yield DataError(f"{at}: must name an existing structure file in {self.path}, but got {name!r} (no such file)")
+                continue
             desc = descriptions.get(name) or descriptions.get(Path(name).stem)
-            yield _read_structure(self.path / name, self.file_format, name, row[self.target_column].strip(), desc)
+            try:
+                structure = _read_structure(path, self.file_format, name, row[self.target_column].strip(), desc)
+            except DataError as e:
+                yield e
+                continue
+            structure.target_where = at
+            yield structure
 
     def problems(self, target: Optional[str]) -> list[Problem]:
         table = self.path / self.id_prop
@@ -196,8 +295,10 @@ class AlignnFolderDataset(_SplitSettings):
         if not table.is_file():
             return [Problem("id_prop", f"must name a CSV file inside {self.path}", self.id_prop)]
         problems = []
-        with open(table, newline="", encoding="utf-8") as f:
-            row = next((r for r in csv.reader(f) if r and r[0].strip()), None)
+        try:
+            row = next((r for _, r in read_csv_rows(table, "a CSV of 'file,target' rows")), None)
+        except DataError as e:
+            return [Problem("id_prop", str(e).split(": ", 1)[-1], self.id_prop)]
         if row is None:
             problems.append(Problem("id_prop", "must list at least one 'file,target' row", self.id_prop))
         else:
@@ -221,22 +322,37 @@ class AseFilesDataset(_SplitSettings):
     descriptions: Optional[DataPath] = None  # optional CSV "id,description" (no header)
 
     def source_files(self) -> list[Path]:
-        return [*_glob(self.files), self.targets] + ([self.descriptions] if self.descriptions else [])
+        return _existing([*_glob(self.files), self.targets] + ([self.descriptions] if self.descriptions else []))
 
-    def records(self, target: Optional[str]) -> Iterator[RawStructure]:
-        table = read_target_table(self.targets, target, self.id_column)
+    def records(self, target: Optional[str]) -> Iterator[RawStructure | DataError]:
+        """Every matched structure file with a row in the targets CSV (sorted by path); a malformed table
+        raises, an unreadable structure file is yielded as its :class:`DataError`."""
+        rows = read_target_table(self.targets, target, self.id_column, with_lines=True)
         descriptions = _read_pairs(self.descriptions) if self.descriptions else {}
         files = _glob(self.files)
-        unmatched = 0
+        if not files:
+            raise DataError(f"{self.files}: must match at least one structure file, but got none")
+        unmatched, used = 0, set()
         for path in files:
-            key = path.name if path.name in table else path.stem
-            if key not in table:
+            key = path.name if path.name in rows else path.stem
+            if key not in rows:
                 unmatched += 1
                 continue
+            used.add(key)
+            line, raw = rows[key]
             desc = descriptions.get(path.name) or descriptions.get(path.stem)
-            yield _read_structure(path, self.file_format, key, table[key], desc)
+            try:
+                structure = _read_structure(path, self.file_format, key, raw, desc)
+            except DataError as e:
+                yield e
+                continue
+            structure.target_where = f"{self.targets}: {where(line, 'row', key)}"
+            yield structure
         if unmatched:
             logger.warning("%s: %d of %d structure files have no row in %s and are not used", self.files, unmatched, len(files), self.targets)
+        if len(used) < len(rows):
+            logger.warning("%s: %d of %d rows name no structure file matched by %s and are not used",
+                           self.targets, len(rows) - len(used), len(rows), self.files)
 
     def problems(self, target: Optional[str]) -> list[Problem]:
         problems = []
@@ -245,8 +361,8 @@ class AseFilesDataset(_SplitSettings):
         if not self.targets.is_file():
             problems.append(Problem("targets", "must be an existing CSV file", str(self.targets)))
         else:
-            try:
-                read_target_table(self.targets, target, self.id_column)
+            try:  # the header only: the rows are checked, each with its line, when the data are read
+                _target_columns(self.targets, read_csv_rows(self.targets, "a CSV of targets")[:1], target, self.id_column)
             except DataError as e:
                 problems.append(Problem("targets", str(e).split(": ", 1)[-1], str(self.targets)))
         if self.descriptions and not self.descriptions.is_file():
@@ -271,10 +387,10 @@ class DcdftDataset(_SplitSettings):
     def records(self, target: Optional[str]) -> Iterator[RawStructure]:
         from ase.collections import dcdft
 
-        for name in dcdft.names:
+        for k, name in enumerate(dcdft.names):
             atoms = dcdft[name]
             yield RawStructure(name, atoms.numbers.copy(), atoms.positions.copy(), np.asarray(atoms.cell), atoms.pbc.copy(),
-                               dcdft.data[name].get(target) if target else None)
+                               dcdft.data[name].get(target) if target else None, where=f"dcdft: {where(k, 'record', name)}")
 
     def problems(self, target: Optional[str]) -> list[Problem]:
         return [] if target in DCDFT_TARGETS else [_unknown_target(target, DCDFT_TARGETS, "dcdft target")]
@@ -292,7 +408,7 @@ class SyntheticDataset(_SplitSettings):
     format: Literal["synthetic"]
     n_samples: int = Field(64, ge=4)  # number of crystals
     max_atoms: int = Field(4, ge=1)  # atoms per cell: 1..max_atoms
-    noise: float = Field(0.02, ge=0.0)  # std of the target noise
+    noise: float = Field(0.02, ge=0.0, allow_inf_nan=False)  # std of the target noise
     seed: int = 0  # generation seed
 
     def records(self, target: Optional[str]) -> Iterator[RawStructure]:
@@ -313,7 +429,8 @@ class SyntheticDataset(_SplitSettings):
             i, _, d, _, _ = periodic_pairs(positions, cell, pbc, 2.0 * scale)
             np.minimum.at(nearest, i, d)
             y = 2.0 / float(np.mean(nearest)) + float(np.mean(numbers)) / 20.0 + self.noise * float(rng.normal())
-            yield RawStructure(f"synthetic-{k}", numbers.astype(np.int64), positions, cell, pbc, y)
+            yield RawStructure(f"synthetic-{k}", numbers.astype(np.int64), positions, cell, pbc, y,
+                               where=f"synthetic: {where(k, 'record', f'synthetic-{k}')}")
 
 
 CrystalTextDataset.model_rebuild(force=True)
@@ -328,13 +445,93 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def _numbers(elements: list, where: str) -> np.ndarray:
+def _numbers(elements: list, what: str) -> np.ndarray:
+    """Atomic numbers of chemical symbols ("Si") or of integers 1..118; anything else names the atoms."""
     from ase.data import atomic_numbers
 
+    out, bad = [], []
+    for a, e in enumerate(elements):
+        z = None
+        if isinstance(e, str):
+            z = atomic_numbers.get(e.strip())
+        elif isinstance(e, (int, np.integer)) and not isinstance(e, bool):
+            z = int(e)
+        if z is None or not 1 <= z <= 118:  # ASE's "X" (Z = 0) is a dummy atom, not an element
+            bad.append(f"atom {a} = {show(e)}")
+        out.append(z or 0)
+    if bad:
+        raise DataError(f"{what} must be chemical symbols H .. Og (or atomic numbers 1..118), but got {', '.join(bad[:MAX_LISTED])}"
+                        + (f" (and {len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else ""))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _float_matrix(value: Any, rows: Optional[int], at: str, what: str, must: str, kind: str) -> np.ndarray:
+    """``value`` as a float array of shape (rows or any, 3), every entry finite."""
     try:
-        return np.asarray([atomic_numbers[str(e).strip()] if not isinstance(e, int) else e for e in elements], dtype=np.int64)
-    except KeyError as e:
-        raise DataError(f"{where}: unknown element {e.args[0]!r}") from None
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{at}: {what} must be {must}, but got {show(value)}") from None
+    if rows is None and arr.shape == (0,):
+        arr = arr.reshape(0, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3 or (rows is not None and arr.shape[0] != rows):
+        raise DataError(f"{at}: {what} must be {must}, but got shape {arr.shape} ({show(value)})")
+    if arr.size:
+        require_finite(arr, at, what, kind=kind)
+    return arr
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _keys(mapping: dict, limit: int = 12) -> str:
+    keys = sorted(map(str, mapping))
+    return (", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")) if keys else "none"
+
+
+def read_json_list(path: Path) -> list:
+    """A JSON file (optionally .gz) holding a non-empty list, or a :class:`DataError` saying what is wrong."""
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: must be an existing JSON file, but got no such file") from None
+    except (OSError, EOFError, UnicodeDecodeError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: must be a readable UTF-8 JSON file{' (gzip)' if path.suffix == '.gz' else ''}, "
+                        f"but got {type(e).__name__}: {e}") from None
+    if not text.strip():
+        raise DataError(f"{path}: must hold a JSON list of records, but got an empty file")
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: must be valid JSON, but got {e.msg} at line {e.lineno} column {e.colno} "
+                        "(a truncated or corrupt file?)") from None
+    except RecursionError:
+        raise DataError(f"{path}: must be valid JSON of records, but got values nested too deep to read") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise DataError(f"{path}: must be valid JSON of records, but got {str(e)[:200]}") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: must hold a JSON list of records, but got {_json_kind(records)}")
+    if not records:
+        raise DataError(f"{path}: must hold at least one record, but got an empty list")
+    return records
+
+
+def read_csv_rows(path: Path, what: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank row of a CSV file; a missing or unreadable file is a DataError."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            rows = []
+            for row in reader:
+                if any(c.strip() for c in row):
+                    rows.append((reader.line_num, row))
+    except FileNotFoundError:
+        raise DataError(f"{path}: must be {what}, but got no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: must be {what} in UTF-8, but got {type(e).__name__}: {e}") from None
+    return rows
 
 
 #: ALIGNN's file_format names that differ from ASE's
@@ -342,44 +539,84 @@ _ASE_FORMATS = {"poscar": "vasp"}
 
 
 def _read_structure(path: Path, file_format: Optional[str], id_: str, target: Any, description: Optional[str]) -> RawStructure:
-    import ase.io
+    import warnings
 
+    import ase.io
+    from ase import Atoms
+
+    fmt = _ASE_FORMATS.get(file_format, file_format)
+    must = f"a structure file ASE can read{f' as {fmt}' if fmt else ''}"
     try:
-        atoms = ase.io.read(str(path), format=_ASE_FORMATS.get(file_format, file_format))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ASE warns about odd files; an unreadable one is an error below
+            atoms = ase.io.read(str(path), format=fmt)
+    except KeyError as e:  # ASE's symbol lookup: an unknown element
+        raise DataError(f"{path}: must be {must} with chemical symbols H .. Og, but got the unknown element {show(e.args[0] if e.args else '?')}") from None
     except Exception as e:  # ASE raises many types for unreadable files  # noqa: BLE001
-        raise DataError(f"{path}: cannot be read as a structure ({type(e).__name__}: {e})") from None
-    return RawStructure(id_, atoms.numbers.copy(), atoms.positions.copy(), np.asarray(atoms.cell), atoms.pbc.copy(), target, description)
+        raise DataError(f"{path}: must be {must}, but got {type(e).__name__}: {str(e)[:200] or 'no detail'}") from None
+    if not isinstance(atoms, Atoms):
+        raise DataError(f"{path}: must be {must} holding one structure, but got {type(atoms).__name__}")
+    if len(atoms) == 0:
+        raise DataError(f"{path}: must hold at least one atom, but got none")
+    return RawStructure(id_, atoms.numbers.copy(), atoms.positions.copy(), np.asarray(atoms.cell), atoms.pbc.copy(), target, description,
+                        where=str(path))
+
+
+def _existing(paths: list[Path]) -> list[Path]:
+    return [p for p in paths if p.exists()]
 
 
 def _read_pairs(path: Path) -> dict[str, str]:
     """A headerless two-column CSV "key,value" (a header "id,description" is skipped)."""
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) >= 2 and row[0].strip():
-                out[row[0].strip()] = ",".join(row[1:]).strip()
+    for line, row in read_csv_rows(path, "a CSV of 'id,description' rows"):
+        if len(row) < 2 or not row[0].strip():
+            raise DataError(f"{path}: {where(line, 'row')}: must be 'id,description', but got {show(','.join(row))}")
+        out[row[0].strip()] = ",".join(row[1:]).strip()
     out.pop("id", None)
     return out
 
 
-def read_target_table(path: Path, target: Optional[str], id_column: str) -> dict[str, str]:
-    """id -> raw target from a CSV with a header (``id_column`` + ``target``) or headerless rows "id,target"."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+def _target_columns(path: Path, rows: list, target: Optional[str], id_column: str) -> tuple[list[str], int, int, list]:
+    """(header, id column, target column, data rows) of a targets CSV; a DataError when it names no target."""
     if not rows:
-        raise DataError(f"{path}: is empty")
-    header = [c.strip() for c in rows[0]]
+        raise DataError(f"{path}: must hold a header row or 'id,target' rows, but got an empty file")
+    header = [c.strip() for c in rows[0][1]]
     if target and target in header:
-        t = header.index(target)
-        i = header.index(id_column) if id_column in header else 0
-        return {r[i].strip(): r[t].strip() for r in rows[1:] if len(r) > max(i, t)}
+        return header, header.index(id_column) if id_column in header else 0, header.index(target), rows[1:]
     if len(header) == 2 and parse_target(header[1]) is not None:
-        return {r[0].strip(): r[1].strip() for r in rows if len(r) >= 2}
+        return header, 0, 1, rows
     near = closest(target, header) if target else None
     raise DataError(
         f"{path}: must have a header row naming {id_column!r} and the target {target!r}, or be headerless rows "
-        f"'id,target'; the header has {', '.join(header)}" + (f" (did you mean {near!r}?)" if near else "")
+        f"'id,target', but got the header {', '.join(header)}" + (f" (did you mean {near!r}?)" if near else "")
     )
+
+
+def read_target_table(path: Path, target: Optional[str], id_column: str, with_lines: bool = False) -> dict[str, Any]:
+    """id -> raw target (``with_lines``: id -> (line, raw target)) from a CSV with a header (``id_column`` +
+    ``target``) or headerless rows "id,target". Every row must have the header's columns and an id of
+    its own: a ragged row or a repeated id is an error, never dropped."""
+    rows = read_csv_rows(path, "a CSV of targets")
+    header, i, t, body = _target_columns(path, rows, target, id_column)
+    out: dict[str, Any] = {}
+    problems = []
+    for line, row in body:
+        at = f"{path}: {where(line, 'row')}"
+        ident = row[i].strip() if len(row) > i else ""
+        if len(row) != len(header):
+            problems.append(f"{at}: must have {len(header)} columns like the {'header' if body is not rows else 'first row'}, but got {len(row)}")
+        elif not ident:
+            problems.append(f"{at}: the id column must name a structure, but got an empty cell")
+        elif ident in out:
+            problems.append(f"{at}: ids must be unique, but got {ident!r} again (first on line {out[ident][0]})")
+        else:
+            out[ident] = (line, row[t].strip())
+        if len(problems) > MAX_LISTED:
+            break
+    if problems:
+        raise DataError("\n".join(problems))
+    return out if with_lines else {k: v for k, (_, v) in out.items()}
 
 
 def _unknown_target(target: Optional[str], choices, kind: str) -> Problem:

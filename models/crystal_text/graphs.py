@@ -14,6 +14,12 @@ Line graph: its nodes are the atom graph's edges; edge ``e1 = (a -> b)`` is link
 ``e2 = (b -> c)`` leaving the atom it enters, except its own reverse (c = a, same image). The
 feature of that link is the cosine of the bond angle at ``b``, between ``b -> a`` (``-r_e1``) and
 ``b -> c`` (``r_e2``), as in ALIGNN's ``compute_bond_cosines``.
+
+Every feature must be finite: the builder refuses (``ValueError``, worded ``what must hold, but got
+X``) a structure that would give NaN or inf ones or never terminate — non-finite coordinates or cell,
+a periodic cell of zero volume, atomic numbers outside 1..118, two atoms on one site (a zero-length
+bond, whose direction and bond angles are undefined), or atoms with no neighbours even far beyond
+the cutoff. The data loader names the record.
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ TIE_TOLERANCE = 1e-4
 DENSE_PAIR_LIMIT = 2_000_000
 #: factor by which the search radius grows while some atom has too few neighbours
 CUTOFF_GROWTH = 1.5
+#: the search radius grows at most to this many times the cutoff (a sparser structure is refused)
+MAX_CUTOFF_FACTOR = 100.0
+#: Å; two atoms closer than this sit on one site (the shortest real bond, H2, is 0.74 Å)
+MIN_BOND_LENGTH = 0.1
+#: a periodic cell is degenerate when volume / (product of its periodic lattice vector lengths) is below this
+MIN_CELL_SINE = 1e-6
+#: Å; lattice planes of a periodic cell closer than this make it degenerate (and the pair search explode)
+MIN_PLANE_SPACING = 0.5
+#: Å; coordinates and lattice vectors larger than this are not a crystal (and overflow the integer cell shifts)
+MAX_COORDINATE = 1e6
+#: the largest atomic number with element descriptors (Og)
+MAX_Z = 118
 
 
 @dataclass
@@ -67,9 +85,8 @@ def neighbor_edges(
     numbers = np.asarray(numbers)
     n = len(numbers)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    check_structure(numbers, positions, cell, pbc)
     atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
-    if pbc.all() and abs(np.linalg.det(np.asarray(cell, dtype=float))) < 1e-8:
-        raise ValueError("a periodic structure needs a cell of non-zero volume")
     # atoms of a finite (non-periodic) structure can have at most n - 1 neighbours
     need = max_neighbors if pbc.any() else min(max_neighbors, n - 1)
     empty = (np.zeros((2, 0), np.int32), np.zeros((0, 3), np.int32), np.zeros((0, 3)), float(cutoff))
@@ -82,6 +99,10 @@ def neighbor_edges(
         counts = np.bincount(i, minlength=n)
         if counts.min() >= need:
             break
+        if r * CUTOFF_GROWTH > MAX_CUTOFF_FACTOR * cutoff:
+            lonely = int(np.argmin(counts))
+            raise ValueError(f"every atom must have {need} neighbours within {MAX_CUTOFF_FACTOR:g} x the cutoff "
+                             f"({MAX_CUTOFF_FACTOR * cutoff:g} Å), but got atom {lonely} with {int(counts[lonely])}")
         r *= CUTOFF_GROWTH
     if r != cutoff:
         logger.debug("cutoff grown from %.2f to %.2f Å so that every atom has %d neighbours", cutoff, r, need)
@@ -103,6 +124,60 @@ def neighbor_edges(
     _, first = np.unique(key, axis=0, return_index=True)  # sorted by (src, dst, shift), duplicates dropped
     edge_index = np.stack([src[first], dst[first]]).astype(np.int32)
     return edge_index, shift[first].astype(np.int32), vec[first], r
+
+
+def check_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    """Raise ``ValueError`` (``what must hold, but got X``) for a structure whose graph cannot be built
+    with finite features: no atoms, atomic numbers outside 1..118, non-finite positions or cell, a
+    periodic cell of (near) zero volume, or two atoms (or an atom and its own image) on one site."""
+    numbers = np.asarray(numbers)
+    n = len(numbers)
+    if n == 0:
+        raise ValueError("a structure must hold at least one atom, but got none")
+    bad = np.flatnonzero((numbers < 1) | (numbers > MAX_Z))
+    if bad.size:
+        raise ValueError(f"atomic numbers must be 1..{MAX_Z} (H .. Og), but got {_items(bad, numbers)}")
+    positions = np.asarray(positions, dtype=float)
+    cell = np.asarray(cell, dtype=float)
+    if positions.shape != (n, 3):
+        raise ValueError(f"positions must be one [x, y, z] per atom ({n}), but got shape {positions.shape}")
+    if cell.shape != (3, 3):
+        raise ValueError(f"the cell must be 3 lattice vectors [x, y, z], but got shape {cell.shape}")
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if bad.size:
+        raise ValueError(f"atom positions must be finite numbers, but got {_items(bad, positions)}")
+    if not np.isfinite(cell).all():
+        raise ValueError(f"the cell must be finite numbers, but got {cell.tolist()}")
+    if (np.abs(cell) > MAX_COORDINATE).any():
+        raise ValueError(f"lattice vectors must be shorter than {MAX_COORDINATE:g} Å, but got {cell.tolist()}")
+    bad = np.flatnonzero((np.abs(positions) > MAX_COORDINATE).any(axis=1))
+    if bad.size:
+        raise ValueError(f"atom positions must be within {MAX_COORDINATE:g} Å of the origin, but got {_items(bad, positions)}")
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    if pbc.any():
+        volume = abs(float(np.linalg.det(cell)))
+        lengths = np.linalg.norm(cell, axis=1)
+        # spacing of the lattice planes spanned by the two other vectors: the cell's height along each vector
+        areas = np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+        spacing = np.divide(volume, areas, out=np.zeros(3), where=areas > 0)
+        flat = not (float(np.prod(lengths)) > 0 and volume > MIN_CELL_SINE * float(np.prod(lengths)))
+        if flat or (spacing[pbc] < MIN_PLANE_SPACING).any():
+            raise ValueError(f"a periodic cell must span a volume (lattice planes at least {MIN_PLANE_SPACING:g} Å apart), but got "
+                             f"a volume of {volume:.3g} Å^3, plane spacings {', '.join(f'{x:.3g}' for x in spacing)} Å "
+                             f"(lattice vector lengths {', '.join(f'{x:.3g}' for x in lengths)} Å)")
+    i, j, d, _, S = periodic_pairs(positions, cell, pbc, MIN_BOND_LENGTH)
+    if len(i):
+        k = int(np.argmin(d))
+        if i[k] == j[k]:
+            raise ValueError(f"atoms must sit at distinct sites (at least {MIN_BOND_LENGTH:g} Å apart), but got atom {i[k]} "
+                             f"{d[k]:.3g} Å from its own periodic image (shift {S[k].tolist()})")
+        raise ValueError(f"atoms must sit at distinct sites (at least {MIN_BOND_LENGTH:g} Å apart), but got atoms "
+                         f"{min(i[k], j[k])} and {max(i[k], j[k])} {d[k]:.3g} Å apart" + (f" ({len(i) // 2} such pairs)" if len(i) > 2 else ""))
+
+
+def _items(index: np.ndarray, values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(f"atom {int(a)} = {np.asarray(values[a]).tolist()}" for a in index[:limit])
+    return shown + (f" (and {len(index) - limit} more)" if len(index) > limit else "")
 
 
 def periodic_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float):
@@ -181,6 +256,15 @@ def build_crystal_graph(
         numbers, np.asarray(positions, float), np.asarray(cell, float), pbc, cutoff=cutoff, max_neighbors=max_neighbors
     )
     lg_index, lg_cos = line_graph(edge_index, edge_shift, edge_vec, len(numbers))
+    length = np.linalg.norm(edge_vec, axis=1)
+    bad = np.flatnonzero(~np.isfinite(length) | (length < MIN_BOND_LENGTH))
+    if bad.size:  # check_structure refuses what leads here; a second guard, never a NaN feature
+        e = int(bad[0])
+        raise ValueError(f"every bond must be a finite length of at least {MIN_BOND_LENGTH:g} Å, but got bond {e} "
+                         f"(atoms {edge_index[0, e]} -> {edge_index[1, e]}) of {length[e]:.3g} Å")
+    if not np.isfinite(lg_cos).all():
+        e = int(np.flatnonzero(~np.isfinite(lg_cos))[0])
+        raise ValueError(f"every bond angle must be finite, but got {lg_cos[e]} between bonds {lg_index[0, e]} and {lg_index[1, e]}")
     return CrystalGraph(
         numbers=numbers.astype(np.int16),
         edge_index=edge_index,

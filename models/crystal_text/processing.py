@@ -23,17 +23,20 @@ import numpy as np
 
 from hpo.errors import DataError
 from models.crystal_text.config import CrystalDataConfig
-from models.crystal_text.data import CrystalTextDataset, RawStructure, parse_target
+from models.crystal_text.data import CrystalTextDataset, RawStructure, target_value
 from models.crystal_text.graphs import build_crystal_graph
 from models.crystal_text.text import build_vocab, describe, encode, tokenize
 
 logger = logging.getLogger(__name__)
 
-#: bump when the content of cached entries changes
-PROCESSING_VERSION = 1
+#: bump when the content of cached entries changes (2: entries are built only from data that passed the
+#: record checks, so an entry built before them, from a file they refuse, is never a hit)
+PROCESSING_VERSION = 2
 _SPLIT_FIELDS = ("val_fraction", "test_fraction", "split_seed", "max_samples")
 _STRUCTURE_SETTINGS = ("cutoff", "max_neighbors", "description_source", "symprec", "coordination_tolerance")
 _TOKEN_SETTINGS = ("max_text_tokens", "min_token_freq", "max_vocab_size", "lowercase")
+#: malformed records listed in one error (each one line); the rest are counted
+MAX_PROBLEMS = 20
 
 
 def structures_key(spec: CrystalTextDataset, target: Optional[str], digest: str, data_cfg: CrystalDataConfig) -> dict:
@@ -59,22 +62,45 @@ def split_key(structures: dict, spec: CrystalTextDataset, data_cfg: CrystalDataC
 
 
 def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: CrystalDataConfig) -> dict[str, Any]:
-    """Read every record, drop those without a usable target, build graphs and descriptions."""
+    """Read every record, skip (and count) those whose target is documented as missing ("na"), build
+    graphs and descriptions. Every malformed record is a line of one :class:`DataError` (up to
+    ``MAX_PROBLEMS``), raised before anything is cached."""
     ids, targets, descriptions = [], [], []
     numbers, edge_index, edge_vec, lg_index, lg_cos = [], [], [], [], []
     n_nodes, n_edges, n_lg = [], [], []
     skipped, grown, from_data, n_read = 0, 0, 0, 0
+    problems: list[str] = []
+    more = 0  # malformed records beyond the first MAX_PROBLEMS (counted, not listed)
+    label = spec.label()
+
+    def refuse(error: DataError | str) -> None:
+        nonlocal more
+        if len(problems) >= MAX_PROBLEMS:
+            more += 1
+        else:
+            problems.extend(line for line in str(error).splitlines() if line.strip())
+
     for rec in spec.records(target):
-        n_read += 1
-        y = parse_target(rec.target)
-        if y is None:
-            skipped += 1
+        if isinstance(rec, DataError):  # a record the reader refused
+            refuse(rec)
             continue
-        g = _graph(rec, data_cfg)
+        n_read += 1
+        try:
+            y = target_value(rec, target)
+            if y is None:
+                skipped += 1
+                continue
+            g = _graph(rec, data_cfg)
+        except DataError as e:
+            refuse(e)
+            continue
         grown += g.cutoff > data_cfg.cutoff
         text = rec.description if data_cfg.description_source != "generated" else None
         if text is None and data_cfg.description_source == "data":
-            raise DataError(f"record {rec.id!r} has no description, but description_source is 'data'")
+            refuse(f"{rec.where or label}: must have a text description, as description_source is 'data', but got none")
+            continue
+        if problems:  # the data will be refused: check the rest, build nothing more
+            continue
         if text is None:
             text = describe(rec.numbers, rec.positions, rec.cell, rec.pbc, g.edge_index, g.distances,
                             symprec=data_cfg.symprec, coordination_tolerance=data_cfg.coordination_tolerance)
@@ -93,10 +119,16 @@ def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: 
         n_lg.append(g.lg_index.shape[1])
         if len(ids) % 5000 == 0:
             logger.info("built graphs of %d structures", len(ids))
+    if problems:
+        if more:
+            problems.append(f"{label}: every record must be well-formed, but got {more} more malformed records than the "
+                            f"{MAX_PROBLEMS} listed above")
+        raise DataError("\n".join(problems))
     if skipped:
-        logger.warning("skipped %d of %d records whose target %r is missing (na, null or NaN)", skipped, n_read, target)
+        logger.warning("%s: skipped %d of %d records whose target %r is missing (\"na\" or null)", label, skipped, n_read, target)
     if not ids:
-        raise DataError(f"no record has a usable value of the target {target!r} ({n_read} read, {skipped} skipped)")
+        raise DataError(f"{label}: must hold at least one record with a value of the target {target!r}, but got none "
+                        f"({n_read} read, {skipped} skipped as \"na\")")
     if grown:
         logger.info("%d of %d structures needed a cutoff above %.1f Å to give every atom %d neighbours",
                     grown, len(ids), data_cfg.cutoff, data_cfg.max_neighbors)
@@ -118,13 +150,16 @@ def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: 
 
 
 def _graph(rec: RawStructure, data_cfg: CrystalDataConfig):
+    """The graph of one record; a structure the builder refuses (it would give NaN/inf features) is a
+    :class:`DataError` naming the record."""
+    at = rec.where or f"record {rec.id!r}"
     if len(rec.numbers) == 0:
-        raise DataError(f"record {rec.id!r} has no atoms")
+        raise DataError(f"{at}: must hold at least one atom, but got none")
     try:
         return build_crystal_graph(rec.numbers, rec.positions, rec.cell, rec.pbc,
                                    cutoff=data_cfg.cutoff, max_neighbors=data_cfg.max_neighbors)
-    except ValueError as e:
-        raise DataError(f"record {rec.id!r}: {e}") from None
+    except (ValueError, np.linalg.LinAlgError) as e:
+        raise DataError(f"{at}: {e}") from None
 
 
 def _ptr(counts: list[int]) -> np.ndarray:
@@ -142,7 +177,9 @@ def split_indices(n: int, spec: CrystalTextDataset) -> dict[str, np.ndarray]:
     n_val = max(1, math.floor(spec.val_fraction * n)) if spec.val_fraction > 0 else 0
     n_test = max(1, math.floor(spec.test_fraction * n)) if spec.test_fraction > 0 else 0
     if n - n_val - n_test < 1:
-        raise DataError(f"{n} samples are too few for val_fraction {spec.val_fraction} and test_fraction {spec.test_fraction}")
+        need = 1 + (spec.val_fraction > 0) + (spec.test_fraction > 0)
+        raise DataError(f"{spec.label()}: must hold at least {need} usable records so that no split is empty (val_fraction "
+                        f"{spec.val_fraction}, test_fraction {spec.test_fraction}), but got {n}")
     return {
         "train": np.sort(order[: n - n_val - n_test]),
         "val": np.sort(order[n - n_val - n_test : n - n_test]),

@@ -3,13 +3,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import Field
+
 from hpo.tasks import DatasetSpec, Splits, StepOutput, Task, register_task
 
 
 class ToyDataset(DatasetSpec):
     format: Literal["synthetic"] = "synthetic"
-    n_samples: int = 256  # total samples, split 70/15/15
-    noise: float = 0.1  # std of the target noise
+    n_samples: int = Field(256, ge=7)  # total samples, split 70/15/15 (7: the fewest that leave none of them empty)
+    noise: float = Field(0.1, ge=0.0, allow_inf_nan=False)  # std of the target noise (NaN/inf would make every target so)
     seed: int = 0  # data generation and split seed
 
 

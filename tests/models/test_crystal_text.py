@@ -21,6 +21,7 @@ from ase.build import bulk  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from hpo.cache import DataCache  # noqa: E402
+from hpo.errors import DataError  # noqa: E402
 from hpo.tasks import get_task  # noqa: E402
 from hpo.train import fit  # noqa: E402
 from models.crystal_text import CrystalTextConfig, CrystalTextTask, parse_fusion_layers  # noqa: E402
@@ -343,11 +344,11 @@ def test_jarvis_json_skips_missing_targets(tmp_path, caplog):
             "atoms": {"lattice_mat": np.asarray(atoms.cell).tolist(), "coords": coords.tolist(),
                       "elements": atoms.get_chemical_symbols(), "cartesian": cart},
             "optb88vdw_bandgap": 1.0 + 0.1 * k,
-            "hse_gap": "na" if k < 3 else (None if k == 3 else float("nan") if k == 4 else 1.5 + 0.1 * k),
+            "hse_gap": "na" if k < 3 else (None if k == 3 else " NA " if k == 4 else 1.5 + 0.1 * k),
         })
     records[0]["description"] = "Si is a semiconductor ."
     path = tmp_path / "dft_3d.json"
-    path.write_text(json.dumps(records))  # NaN written as JSON NaN, as JARVIS dumps do
+    path.write_text(json.dumps(records))
     spec = {"format": "jarvis_json", "path": str(path)}
     task = _task(spec, "hse_gap")
     assert task.check() == []
@@ -356,6 +357,11 @@ def test_jarvis_json_skips_missing_targets(tmp_path, caplog):
     assert sum(splits.info["sizes"].values()) == 5
     assert splits.info["stats"]["skipped_missing_target"] == 5
     assert "skipped 5 of 10 records" in caplog.text
+    # only "na" and null are documented as missing: a NaN target is an error naming the record, never skipped
+    records[4]["hse_gap"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(records))  # NaN written as JSON NaN
+    with pytest.raises(DataError, match=r"nan.json: record 4 \(id JVASP-4\): the target 'hse_gap' must be a finite number"):
+        _task({"format": "jarvis_json", "path": str(tmp_path / "nan.json")}, "hse_gap").load(CrystalTextTask.DataConfig(max_neighbors=4))
     full = _task(spec, "optb88vdw_bandgap").load(CrystalTextTask.DataConfig(max_neighbors=4))
     assert sum(full.info["sizes"].values()) == 10
     assert full.info["stats"]["descriptions_from_data"] == 1
