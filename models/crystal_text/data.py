@@ -536,6 +536,10 @@ def read_csv_rows(path: Path, what: str) -> list[tuple[int, list[str]]]:
 
 #: ALIGNN's file_format names that differ from ASE's
 _ASE_FORMATS = {"poscar": "vasp"}
+#: ASE formats read from strangers' files: plain-text structure formats only. Others (ASE's traj and
+#: bundletrajectory, whose readers can unpickle, database and calculator-output formats) are refused.
+TEXT_FORMATS = ("aims", "castep-cell", "cfg", "cif", "espresso-in", "extxyz", "gen", "lammps-data", "proteindatabank",
+                "res", "vasp", "xsf", "xyz")
 
 
 def _read_structure(path: Path, file_format: Optional[str], id_: str, target: Any, description: Optional[str]) -> RawStructure:
@@ -546,6 +550,16 @@ def _read_structure(path: Path, file_format: Optional[str], id_: str, target: An
 
     fmt = _ASE_FORMATS.get(file_format, file_format)
     must = f"a structure file ASE can read{f' as {fmt}' if fmt else ''}"
+    if fmt is None:
+        from ase.io.formats import filetype
+
+        try:
+            fmt = filetype(str(path), guess=False)
+        except Exception:  # unknown or unreadable: ASE's read says why below  # noqa: BLE001
+            fmt = None
+    if fmt is not None and fmt not in TEXT_FORMATS:
+        raise DataError(f"{path}: file_format: must be a plain-text structure format ({', '.join(TEXT_FORMATS)}; ALIGNN's "
+                        f"poscar too), but got {show(fmt)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ASE warns about odd files; an unreadable one is an error below

@@ -434,6 +434,26 @@ def test_ase_files_malformed_is_refused(tmp_path, case, breaker, file, fragment,
     _refused(spec, "formation_energy", tmp_path, fragment, tmp_path / file, at, "ase_files")
 
 
+@pytest.mark.parametrize("suffix,fmt", [("traj", None), ("traj", "traj"), ("json", None), ("cif", "bundletrajectory")])
+def test_ase_files_in_formats_whose_readers_can_unpickle_are_refused_unread(tmp_path, suffix, fmt):
+    import ase.io
+
+    rows = _ase_files(tmp_path)
+    (tmp_path / "trajs").mkdir()
+    for k in range(len(rows) - 1):
+        if suffix == "cif":
+            ase.io.write(tmp_path / "trajs" / f"s{k}.cif", bulk("Al", "fcc", a=3.9))
+        else:
+            ase.io.write(tmp_path / "trajs" / f"s{k}.{suffix}", bulk("Al", "fcc", a=3.9 + 0.05 * k))
+    with open(tmp_path / "targets.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    spec = {"format": "ase_files", "files": str(tmp_path / "trajs" / f"*.{suffix}"), "targets": str(tmp_path / "targets.csv"),
+            **({"file_format": fmt} if fmt else {})}
+    text = _refused(spec, "formation_energy", tmp_path, "file_format: must be a plain-text structure format", tmp_path / "trajs",
+                    None, "ase_files")
+    assert f"but got '{fmt or suffix}'" in text
+
+
 def test_ase_files_glob_matching_nothing(tmp_path):
     rows = _ase_files(tmp_path)
     with open(tmp_path / "targets.csv", "w", newline="") as f:
