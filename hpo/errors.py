@@ -122,3 +122,10 @@ class Pruned(HpoError):
 
 class TestSplitAccessError(HpoError):
     """The held-out test split was read while tuning. Tuning must never read it."""
+
+
+class StoreError(HpoError):
+    """A study store that cannot be used as it is (read-only, full, corrupt, refused, or unreachable
+    past the reconnect timeout). Raised at once, instead of retrying, with one line saying why."""
+
+    exit_code = 2

@@ -141,7 +141,13 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
     if scheme.startswith("sqlite"):
         path = sqlite_path(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a read-only file system, a file in the way, no permission
+                from hpo.errors import StoreError, show
+
+                raise StoreError(f"{path}: store: must be in a folder that exists or can be created, "
+                                 f"but got {show(e.strerror or str(e))} for {show(str(path.parent))}") from e
             engine_kwargs["creator"] = _sqlite_creator(path)
     elif scheme.startswith("postgresql"):
         url, password = _postgres_password(url)

@@ -49,6 +49,30 @@ class PostgresServer:
     def env(self) -> dict:
         return {"PGPASSWORD": PASSWORD}
 
+    def url_for(self, database: str) -> str:
+        return f"postgresql+psycopg://hpo@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run one SQL command with psql as the test user; its output (unaligned, tuples only)."""
+        cmd = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "hpo", "-d", database,
+               "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "PGPASSWORD": PASSWORD})
+        if r.returncode:
+            raise RuntimeError(f"psql {sql!r} failed: {r.stderr.strip()}")
+        return r.stdout.strip()
+
+    def create_database(self, name: str) -> str:
+        """A fresh, empty database on this server; its storage URL."""
+        self.psql(f'CREATE DATABASE "{name}"')
+        return self.url_for(name)
+
+    @property
+    def running(self) -> bool:
+        r = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True)
+        return r.returncode == 0
+
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(self.bin / tool), *args]
         if self.as_root:
