@@ -54,6 +54,20 @@ def toy_study(tmp_path: Path):
     return make
 
 
+def stored_studies(db: Path) -> list[str]:
+    """Names of the studies in a SQLite store ([] when the file or its schema does not exist): what a
+    command that must store nothing left behind."""
+    import sqlite3
+
+    if not Path(db).exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        try:
+            return [r[0] for r in conn.execute("select study_name from studies")]
+        except sqlite3.OperationalError:  # no schema: nothing was ever created
+            return []
+
+
 def hpo_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `hpo` command line in a subprocess."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}

@@ -22,7 +22,7 @@ import pytest
 
 from hpo.errors import DataError, UsageError
 from hpo.safe_pickle import ALLOWED_GLOBALS, UnsafePickleError, load_data_pickle, loads_data_pickle
-from tests.conftest import hpo_cli
+from tests.conftest import hpo_cli, stored_studies
 
 PROTOCOLS = range(6)
 REFUSED: dict[str, int] = collections.Counter()
@@ -266,16 +266,6 @@ class _Evil:
         return (os.system, (f"touch '{self.sentinel}'",))
 
 
-def _stored_studies(db: Path) -> list[str]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(db) as con:
-        try:
-            return [r[0] for r in con.execute("select study_name from studies")]
-        except sqlite3.OperationalError:  # no schema: nothing was stored
-            return []
-
-
 def _validate_and_run_refuse(tmp_path: Path, study: Path, needle: str) -> str:
     v = hpo_cli("validate", study, cwd=tmp_path)
     assert v.returncode == 2, v.stdout + v.stderr
@@ -283,7 +273,7 @@ def _validate_and_run_refuse(tmp_path: Path, study: Path, needle: str) -> str:
     r = hpo_cli("run", study, cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert _stored_studies(tmp_path / "hpo.db") == []
+    assert stored_studies(tmp_path / "hpo.db") == []
     return v.stderr
 
 

@@ -1,6 +1,5 @@
 """The one path that checks a study's data before any trial (hpo/datacheck.py)."""
 
-import sqlite3
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from hpo.cli import main
 from hpo.datacheck import check_splits, check_task_data, require_finite, where
 from hpo.errors import DataError
 from hpo.tasks import Splits, get_task
+from tests.conftest import stored_studies
 
 TOY_STUDY = """
 name: {name}
@@ -58,16 +58,6 @@ def test_check_task_data_turns_a_crashing_parser_into_one_line():
                         "ValueError: could not convert string to float: 'x'"]
 
 
-def _studies(db):
-    if not db.exists():
-        return []
-    with sqlite3.connect(db) as conn:
-        try:
-            return conn.execute("select study_name from studies").fetchall()
-        except sqlite3.OperationalError:  # no schema: nothing was ever created
-            return []
-
-
 @pytest.mark.parametrize("command", ["validate", "run", "create"])
 def test_a_dataset_too_small_for_its_splits_is_refused_before_anything_is_stored(tmp_path, capsys, command, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -78,7 +68,7 @@ def test_a_dataset_too_small_for_its_splits_is_refused_before_anything_is_stored
     err = capsys.readouterr().err
     assert "task.dataset.n_samples: " in err and "but got 5" in err  # 5 samples leave the val split empty
     assert "Traceback" not in err
-    assert _studies(db) == []  # nothing stored
+    assert stored_studies(db) == []  # nothing stored
 
 
 def test_a_valid_dataset_is_built_once_by_the_check_and_found_by_the_trials(tmp_path, monkeypatch):

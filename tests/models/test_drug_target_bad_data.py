@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sqlite3
 import textwrap
 
 import numpy as np
@@ -25,6 +24,7 @@ from hpo.cli import main
 from hpo.errors import DataError
 from hpo.tasks import get_task
 from models.drug_target.data import DTADataset
+from tests.conftest import stored_studies
 
 Task = get_task("drug_target")
 DATA_CFG = Task.DataConfig(max_smiles_len=12, max_protein_len=12)
@@ -375,16 +375,6 @@ def write_study(tmp_path, dataset: dict, name="bad-dta"):
     path.write_text(textwrap.dedent(STUDY).format(name=name, dataset=json.dumps(dataset), db=tmp_path / "hpo.db",
                                                   artifacts=tmp_path / "artifacts"))
     return path
-
-
-def stored_studies(db):
-    if not db.exists():
-        return []
-    with sqlite3.connect(db) as conn:
-        try:
-            return conn.execute("select study_name from studies").fetchall()
-        except sqlite3.OperationalError:  # no schema: nothing was ever created
-            return []
 
 
 CLI_CASES = ["Y text inf", "Y text abc", "Y pickle inf", "test fold out of range", "train and test share a pair",

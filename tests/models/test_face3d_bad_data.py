@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 import textwrap
 import zipfile
 
@@ -25,6 +24,7 @@ from hpo.cli import main
 from hpo.errors import DataError
 from hpo.tasks import get_task
 from models.face3d.data import Face3DDataset
+from tests.conftest import stored_studies
 
 Task = get_task("face3d")
 N, T, F, D, E = 40, 5, 3, 4, 6
@@ -256,11 +256,5 @@ def test_run_on_a_malformed_npz_exits_2_and_stores_nothing(tmp_path, monkeypatch
     assert main(["run", str(write_study(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert "targets must be finite numbers, but got sample 13 (id 3) = inf" in err and "Traceback" not in err, err
-    db = tmp_path / "hpo.db"
-    if db.exists():
-        with sqlite3.connect(db) as conn:
-            try:
-                assert conn.execute("select study_name from studies").fetchall() == []
-            except sqlite3.OperationalError:
-                pass  # no schema: nothing was ever created
+    assert stored_studies(tmp_path / "hpo.db") == []
     assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").rglob("*"))

@@ -10,7 +10,6 @@ Nothing here reads shared data or the network.
 from __future__ import annotations
 
 import re
-import sqlite3
 import textwrap
 import warnings
 from pathlib import Path
@@ -357,7 +356,7 @@ def test_zeros_are_missing_readings_and_load(tmp_path):
 
 @pytest.mark.slow
 def test_hpo_run_on_a_bad_traffic_file_exits_2_and_stores_no_study(tmp_path):
-    from tests.conftest import hpo_cli
+    from tests.conftest import hpo_cli, stored_studies
 
     _ragged(tmp_path)
     study = _study(tmp_path, "csv", {"path": "s.csv"})
@@ -365,13 +364,7 @@ def test_hpo_run_on_a_bad_traffic_file_exits_2_and_stores_no_study(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"error: {tmp_path / 's.csv'}: line 3: every row must have 4 fields like line 1" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
-    db = tmp_path / "hpo.db"
-    if db.exists():
-        with sqlite3.connect(db) as con:
-            try:
-                assert con.execute("select count(*) from studies").fetchone()[0] == 0
-            except sqlite3.OperationalError:  # no schema at all
-                pass
+    assert stored_studies(tmp_path / "hpo.db") == []
 
 
 def test_zz_figures(report_figures):
