@@ -5,6 +5,10 @@ the *content* of the input files and every setting that changes the result. A tr
 model and loaders. Entries are written atomically and built under a file lock, so concurrent workers
 build each entry once. Cache files are pickles written by this process's user: the cache directory is
 trusted like the code itself (never point it at files from elsewhere).
+
+Each entry file starts with a magic tag and the sha256 of the pickle that follows; the digest is
+checked before unpickling, so a truncated or garbled entry (a full disk, a crash of another tool, a
+bad copy) is detected, removed and rebuilt once with a warning instead of failing every trial.
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ from typing import Any, Callable, Iterable, TypeVar
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-CACHE_FORMAT = 1  # bump when the layout of cached entries changes
+CACHE_FORMAT = 2  # bump when the layout of cached entries changes (2: digest header)
+MAGIC = b"HPOCACHE2\n"  # then 32 bytes: sha256 of the pickle, then the pickle
+
+
+class CorruptEntry(Exception):
+    """A cache entry file that is not what was written."""
 
 
 def fingerprint(obj: Any) -> str:
@@ -40,6 +49,7 @@ class CacheStats:
     misses: int = 0
     build_seconds: float = 0.0
     load_seconds: float = 0.0
+    rebuilt: int = 0  # corrupt entries found on disk and rebuilt
 
     @property
     def lookups(self) -> int:
@@ -91,19 +101,22 @@ class DataCache:
             path = self.root / namespace / f"{digest[:32]}.pkl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with _file_lock(path.with_suffix(".lock")):
-                if path.exists():
+                value, found = _MISS, path.exists()
+                if found:
                     t0 = time.perf_counter()
-                    with open(path, "rb") as f:
-                        value = pickle.load(f)
-                    self.stats.load_seconds += time.perf_counter() - t0
-                    self.stats.disk_hits += 1
-                    logger.debug("cache hit %s", path)
-                else:
+                    try:
+                        value = _read_entry(path)
+                    except Exception as e:  # truncated, garbled, or from an older layout: rebuild it once
+                        logger.warning("cache entry %s is corrupt (%s); rebuilding it", path, e)
+                        self.stats.rebuilt += 1
+                        path.unlink(missing_ok=True)
+                    else:
+                        self.stats.load_seconds += time.perf_counter() - t0
+                        self.stats.disk_hits += 1
+                        logger.debug("cache hit %s", path)
+                if value is _MISS:
                     value = self._build(build, namespace)
-                    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-                    with os.fdopen(fd, "wb") as f:
-                        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-                    os.replace(tmp, path)
+                    _write_entry(path, value)
                     (path.with_suffix(".json")).write_text(json.dumps(key, indent=1, default=str))
         self._memory[mem_key] = value
         return value
@@ -116,6 +129,48 @@ class DataCache:
         self.stats.build_seconds += dt
         logger.info("built %s in %.2fs", namespace, dt)
         return value
+
+
+_MISS = object()
+
+
+def _write_entry(path: Path, value: Any) -> None:
+    """Write an entry atomically: magic, sha256 of the pickle, the pickle (temp file, fsync, rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            f.write(MAGIC + bytes(32))
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)  # streamed: no second copy in memory
+            f.flush()
+            f.seek(len(MAGIC) + 32)
+            h = hashlib.sha256()
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+            f.seek(len(MAGIC))
+            f.write(h.digest())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_entry(path: Path) -> Any:
+    """Read an entry, checking its digest before unpickling; :class:`CorruptEntry` if it does not match."""
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC) + 32)
+        if len(head) < len(MAGIC) + 32 or not head.startswith(MAGIC):
+            raise CorruptEntry(f"no cache header (a file of {path.stat().st_size} bytes)")
+        want = head[len(MAGIC):]
+        h = hashlib.sha256()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+        if h.digest() != want:
+            raise CorruptEntry("its content does not match its digest (truncated or garbled)")
+        f.seek(len(head))
+        return pickle.load(f)
 
 
 def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -87,6 +87,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-checkpoints", action="store_true", help="do not keep best checkpoints")
     p.add_argument("--backend", choices=["local", "ray"], help="execution backend (default: the study's backend)")
     p.add_argument("--address", help="Ray cluster address for --backend ray: auto, local or ray://host:port")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="continue a stored study of the same name whose task, dataset, objectives or space differ from this file")
 
 
 def _options(args: argparse.Namespace):
@@ -120,6 +122,7 @@ def _load(args: argparse.Namespace, check_data: bool = True):
 def cmd_run(args: argparse.Namespace) -> int:
     study, raw = _load(args)
     opts = _options(args)
+    opts.resume_changed = args.resume_changed
     backend = args.backend or study.spec.backend
     if backend == "ray":
         from hpo.backends.ray_backend import run_ray
@@ -156,6 +159,8 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for this worker's training")
     p.add_argument("--artifacts", help="checkpoint folder (shared by all workers)")
     p.add_argument("--no-checkpoints", action="store_true")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="serve a stored study whose task, dataset, objectives or space differ from this file")
 
 
 @command("worker", "serve trials of an existing study (start more on other machines against the same store)", _worker_args)
@@ -166,6 +171,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
     study, _ = _load(args)
     opts = _options(args)
+    opts.resume_changed = args.resume_changed
     from hpo.datacheck import check_study_data
 
     check_study_data(study, opts.cache_dir)  # bad data is refused before this worker serves a trial
@@ -215,7 +221,9 @@ def _start_printer(study, progress=None):
         b = info["budget"]
         ds = study.record.get("dataset", {})
         fmt = ds.get("format", "?") if isinstance(ds, dict) else "?"
-        out(f"study {info['study_name']} · {info['storage']} · task {study.task_cls.name} ({fmt}"
+        from hpo.storage import redact
+
+        out(f"study {info['study_name']} · {redact(info['storage'])} · task {study.task_cls.name} ({fmt}"
             + (f", target {study.spec.task.target}" if study.spec.task.target else "") + ")")
         places = info["placements"]
         where = ", ".join(f"gpu {p.gpu}" if p.gpu is not None else "cpu" for p in places)
@@ -301,8 +309,10 @@ def _print_summary(study, summary, opts) -> None:
             out(f"checkpoint: artifact {first.user_attrs['checkpoint']} in {study.artifacts_dir(opts.artifacts)}")
     else:
         out("no complete trial yet")
-    storage_flag = f" --storage {summary.storage}" if opts.storage or study.spec.storage else ""
-    out(f"store:     {summary.storage} (study {summary.study_name!r})")
+    from hpo.storage import redact
+
+    storage_flag = f" --storage {redact(summary.storage)}" if opts.storage or study.spec.storage else ""
+    out(f"store:     {redact(summary.storage)} (study {summary.study_name!r})")
     out(f"dashboard: hpo dashboard{storage_flag}   # then open http://127.0.0.1:8080")
     out(f"export:    hpo export {summary.study_name}{storage_flag} --format yaml --out best.yaml")
     del optuna
@@ -674,10 +684,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Handler(logging.StreamHandler):
+    """Log lines to the progress bar's stream, or to ``sys.stderr`` as it is when the line is written (not
+    the stream of when the handler was made: a caller may have replaced it since, and closed the old one)."""
+
     def emit(self, record: logging.LogRecord) -> None:
         if _ProgressState.bar is not None:
             _ProgressState.bar.write(self.format(record), file=sys.stderr)
         else:
+            self.stream = sys.stderr
             super().emit(record)
 
 
@@ -725,9 +739,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"\ninterrupted after {time.monotonic() - t0:.0f}s: the running trial is recorded as interrupted and runs "
+        import signal
+
+        from hpo.interrupt import last_signal
+
+        signum = last_signal() or signal.SIGINT  # SIGTERM (docker stop, Kubernetes, Slurm) is handled like Ctrl-C
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        lead = "\n" if sys.stderr.isatty() else ""  # after the terminal's ^C
+        print(f"{lead}{what} after {time.monotonic() - t0:.0f}s: the running trial is recorded as interrupted and runs "
               "again when you run the same command (the study resumes)", file=sys.stderr)
-        return 130
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

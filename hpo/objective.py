@@ -168,10 +168,51 @@ class OptunaHandle(TrialHandle):
             self._deferred.flush()
 
     def upload(self, artifacts: Any, path: str) -> str:
+        """Like ``optuna.artifacts.upload_artifact``, but the file is written first and recorded with the
+        trial only when whole: a failed write leaves neither a partial file nor a dangling record."""
+        return upload_whole(artifacts, path, self.trial.storage, self.trial._trial_id)
+
+
+def upload_whole(artifacts: Any, path: str, storage: Any, trial_id: int) -> str:
+    """Write ``path`` into the artifact store, then record it as an artifact of the trial; return its id.
+
+    Optuna's own upload records the artifact before writing it, so a failed write (disk full, a lost
+    share) leaves a record pointing at a partial file. Here a failed write removes what it wrote and
+    records nothing."""
+    import json
+    import os.path
+    import uuid
+
+    try:
+        from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX, ArtifactMeta
+    except ImportError:  # pragma: no cover - a future Optuna: its own upload
         import optuna
 
-        return optuna.artifacts.upload_artifact(artifact_store=artifacts, file_path=path, study_or_trial=self.trial,
-                                                mimetype="application/octet-stream")
+        return optuna.artifacts.upload_artifact(artifact_store=artifacts, file_path=path, study_or_trial=storage.get_trial(trial_id),
+                                                storage=storage, mimetype="application/octet-stream")
+    from dataclasses import asdict
+
+    artifact_id = str(uuid.uuid4())
+    try:
+        with open(path, "rb") as f:
+            artifacts.write(artifact_id, f)
+    except BaseException:
+        _remove_artifact(artifacts, artifact_id)
+        raise
+    meta = ArtifactMeta(artifact_id=artifact_id, filename=os.path.basename(path), mimetype="application/octet-stream", encoding=None)
+    try:
+        storage.set_trial_system_attr(trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(asdict(meta)))
+    except BaseException:
+        _remove_artifact(artifacts, artifact_id)
+        raise
+    return artifact_id
+
+
+def _remove_artifact(artifacts: Any, artifact_id: str) -> None:
+    try:
+        artifacts.remove(artifact_id)
+    except Exception as e:  # nothing was written, or the store is gone: nothing more to do
+        logger.debug("could not remove the partial artifact %s: %s", artifact_id, e)
 
 
 class PruneOracle:
@@ -267,6 +308,7 @@ class TrialObjective:
         self.keep_checkpoints = keep_checkpoints and artifacts is not None
         self.n_trials = n_trials  # the study's budget: a trial started past it (a race between workers) does not train
         self.check_surplus = True  # the worker loop turns it off when the budget has ample room
+        self.worker_attrs: dict = {}  # recorded with each trial (the worker loop: sampler_seed, worker_index)
 
     def __call__(self, trial: "optuna.Trial") -> float | list[float]:
         import optuna
@@ -311,7 +353,7 @@ class TrialObjective:
 
     def _run_config(self, handle: TrialHandle, config: dict) -> Outcome:
         study = self.study
-        handle.set_user_attrs({"worker": worker_id(), "config": config})
+        handle.set_user_attrs({"worker": worker_id(), **self.worker_attrs, "config": config})
         violated = study.space.violated(config)
         if violated:
             return _stop(handle, "constraint", "constraint violated: " + "; ".join(violated), "PRUNED")
@@ -345,7 +387,14 @@ class TrialObjective:
             outcome = Outcome("FAIL", detail=f"no value for objective(s) {', '.join(missing) or 'all'}: no epoch was evaluated")
         else:
             if self.keep_checkpoints and result.best_state is not None:
-                attrs["checkpoint"] = self._save_checkpoint(handle, result, config, splits)
+                try:
+                    attrs["checkpoint"] = self._save_checkpoint(handle, result, config, splits)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # a full disk or a lost share must not cost the trial its result
+                    attrs["checkpoint_error"] = _failure(e)[1]
+                    logger.warning("trial #%d: its checkpoint could not be written (%s); the trial keeps its values "
+                                   "and metrics, without a checkpoint", handle.number, attrs["checkpoint_error"][:300])
             outcome = Outcome("COMPLETE", values=[float(result.best[o.metric]) for o in study.objectives])
         handle.set_user_attrs(attrs)  # one write with everything the trial produced
         return outcome
@@ -431,9 +480,31 @@ def _failure(e: BaseException) -> tuple[str, str]:
     return "failed", text
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by a trial (trusted: written by this service)."""
+def load_checkpoint(path: str | os.PathLike, label: str | None = None) -> dict:
+    """Read a checkpoint written by a trial, as data only: ``torch.load(weights_only=True)`` rebuilds
+    tensors, containers and plain values and refuses any other global, so a planted file (an uploaded
+    artifact, a replaced file) runs nothing. Raises :class:`hpo.errors.DataError` naming ``label`` (the
+    trial and artifact) when the file is not a checkpoint of this service."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from hpo.errors import DataError
+
+    keys = ("format", "task", "study", "trial", "config", "model_state")
+    where = label or str(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = next((line for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line), str(e).splitlines()[0] if str(e) else "")
+        raise DataError(f"{where}: checkpoint: must hold only tensors and plain data (it is loaded with "
+                        f"weights_only=True and nothing in it is run), but got {first.strip()[:300]}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as e:
+        raise DataError(f"{where}: checkpoint: must be a complete torch checkpoint, but reading it failed: "
+                        f"{type(e).__name__}: {str(e)[:300]}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys) or ckpt.get("format") != 1:
+        got = f"keys {sorted(map(str, ckpt))[:10]}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise DataError(f"{where}: checkpoint: must be a format-1 checkpoint of this service (keys "
+                        f"{', '.join(keys)}), but got {got}")
+    return ckpt
 

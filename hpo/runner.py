@@ -52,6 +52,7 @@ class RunOptions:
     cache_dir: str = "runs/cache"  # processed data cache
     checkpoints: bool = True
     threads: int | None = None  # torch CPU threads per worker (default: cores // workers)
+    resume_changed: bool = False  # continue a stored study whose task/dataset/objectives/space differ
 
 
 @dataclass
@@ -83,8 +84,12 @@ class RunSummary:
 
 
 # ------------------------------------------------------------------------------ the store side
-def create_or_load(study: "Study", storage_url: str, study_name: str, *, worker: int = 0, heartbeat: bool = True) -> "optuna.Study":
-    """Create the study in the store, or load it (checking its directions) when it exists."""
+def create_or_load(study: "Study", storage_url: str, study_name: str, *, worker: int | None = 0, heartbeat: bool = True,
+                   seed: int | None = None, resume_changed: bool = False) -> "optuna.Study":
+    """Create the study in the store, or load it when it exists: its directions must be the spec's,
+    and so must what its trials mean (task, dataset, objectives, space; see :func:`spec_changes`)
+    unless ``resume_changed``. ``seed`` (default: from ``worker``, see
+    :func:`hpo.search.sampler_seed`) seeds this process's sampler."""
     import optuna
 
     from hpo.search import build_pruner, build_sampler
@@ -101,16 +106,90 @@ def create_or_load(study: "Study", storage_url: str, study_name: str, *, worker:
                 f"study {study_name!r} in {redact(storage_url)} exists with directions {have}, "
                 f"but {study.file or 'the spec'} asks for {directions}; use --study-name to start a new study"
             )
+        check_same_spec(study, existing, storage_url, resume_changed=resume_changed)
     except KeyError:
         pass
     return optuna.create_study(
         study_name=study_name,
         storage=storage,
-        sampler=build_sampler(study, worker),
+        sampler=build_sampler(study, worker, seed=seed),
         pruner=build_pruner(study),
         directions=directions,
         load_if_exists=True,
     )
+
+
+SEMANTIC_KEYS = ("task", "objectives", "space.params", "space.fixed", "space.derived", "space.constraints")
+"""What the trials of a study mean: a stored study whose spec differs in one of these is refused
+(``--resume-changed`` continues it anyway). Budget, training defaults, sampler, pruner, storage,
+fault tolerance and added baselines may change between runs."""
+
+
+def spec_changes(stored: dict | None, new: dict | None) -> list[str]:
+    """The semantic differences between two recorded specs (``record["spec"]``), one phrase each,
+    e.g. ``objectives: stored ["val_mae"], this file ["val_rmse"]``."""
+    if not isinstance(stored, dict) or not isinstance(new, dict):
+        return []
+    changes = []
+    for key in SEMANTIC_KEYS:
+        a, b = _semantic(stored, key), _semantic(new, key)
+        if a != b:
+            for path, x, y in _diff(key, a, b)[:4]:
+                changes.append(f"{path}: stored {_short(x)}, this file {_short(y)}")
+    return changes
+
+
+def _semantic(spec: dict, key: str) -> Any:
+    value: Any = spec
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if key == "objectives":  # directions are checked against the stored study itself
+        items = value if isinstance(value, list) else [value] if value is not None else []
+        return [o.get("metric") if isinstance(o, dict) else o for o in items]
+    if value in ({}, []):
+        return None
+    return value
+
+
+_MISSING = "(absent)"
+
+
+def _diff(path: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            if a.get(k, _MISSING) != b.get(k, _MISSING):
+                out += _diff(f"{path}.{k}", a.get(k, _MISSING), b.get(k, _MISSING))
+        return out
+    return [(path, a, b)] if a != b else []
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    import json
+
+    text = value if value is _MISSING else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_same_spec(study: "Study", ostudy: "optuna.Study", storage_url: str, *, resume_changed: bool = False) -> None:
+    """Refuse to run ``study`` into a stored study of the same name whose trials mean something else."""
+    from hpo.errors import Problem, SpecError
+
+    record = ostudy.user_attrs.get(RECORD_ATTR) or {}
+    if record.get("format") != study.record.get("format"):  # written by another version: not comparable key by key
+        return
+    changes = spec_changes(record.get("spec"), study.record.get("spec"))
+    if not changes:
+        return
+    if resume_changed:
+        logger.warning("study %s: continuing it with a changed spec (--resume-changed): %s", ostudy.study_name, "; ".join(changes))
+        return
+    raise SpecError([Problem(
+        "name",
+        f"a study named {ostudy.study_name!r} exists in {redact(storage_url)} with a different spec "
+        f"({'; '.join(changes)}); its trials would be mixed with this file's: use --study-name NEW (or a new name:) "
+        "for a new study, or --resume-changed to continue the stored one with this spec",
+        has_got=False)], str(study.file) if study.file else None)
 
 
 def prepare(study: "Study", ostudy: "optuna.Study") -> dict[str, Any]:
@@ -122,7 +201,9 @@ def prepare(study: "Study", ostudy: "optuna.Study") -> dict[str, Any]:
     if RECORD_ATTR not in attrs:
         ostudy.set_user_attr(RECORD_ATTR, record)
     elif json.dumps(attrs[RECORD_ATTR].get("spec"), sort_keys=True) != json.dumps(record.get("spec"), sort_keys=True):
-        logger.warning("study %s: the spec changed since the study was created; new trials use the new spec", ostudy.study_name)
+        # semantic changes were refused (or allowed with --resume-changed) by create_or_load
+        logger.info("study %s: the spec changed since the study was created (budget, training defaults, baselines, ...); "
+                    "new trials use the new spec", ostudy.study_name)
         ostudy.set_user_attr(RECORD_ATTR, record)
     trials = ostudy.get_trials(deepcopy=False)
     present = {t.user_attrs.get("baseline") for t in trials}
@@ -227,36 +308,43 @@ def run_worker(
     *,
     n_trials: int | None,
     timeout: float | None,
-    worker: int = 0,
+    worker: int | None = None,
     opts: RunOptions | None = None,
     on_trial: TrialCallback | None = None,
     stats: dict | None = None,
 ) -> str:
     """Run trials of the study in this process until the budget or the deadline; return why it
-    stopped. ``stats``, if given, receives the data cache's statistics under ``"cache"``."""
-    import optuna
+    stopped. ``stats``, if given, receives the data cache's statistics under ``"cache"``.
 
+    ``worker`` numbers this process's sampler seed (``seed + worker``: ``hpo run`` with one worker
+    passes 0, reproducible); None (every ``hpo worker`` and spawned worker) derives a seed of its own
+    from the study's seed and this process's identity, so that no two workers propose the same
+    trials. Either way it is recorded with each trial (user attr ``sampler_seed``).
+
+    Each trial is ask → body → tell (what ``optuna.Study.optimize`` does, heartbeat included), so a
+    trial that another worker failed meanwhile (its heartbeat went stale during a store outage) is
+    dropped with one line and the worker serves the next one.
+    """
     from hpo.cache import DataCache
-    from hpo.errors import TrialFailed
     from hpo.objective import TrialObjective
+    from hpo.search import sampler_seed
     from hpo.storage import artifact_store
 
     opts = opts or RunOptions()
-    ostudy = create_or_load(study, storage_url, study_name, worker=worker)
+    seed = sampler_seed(study, worker)
+    ostudy = create_or_load(study, storage_url, study_name, worker=worker, seed=seed, resume_changed=opts.resume_changed)
     task = study.make_task(DataCache(opts.cache_dir))
     if stats is not None:
         stats["cache"] = task.cache.stats
     store = artifact_store(study.artifacts_dir(opts.artifacts)) if opts.checkpoints else None
     objective = TrialObjective(study, task, artifacts=store, device=opts.device, n_trials=n_trials)
+    objective.worker_attrs = {"sampler_seed": seed, **({"worker_index": worker} if worker is not None else {})}
+    logger.debug("worker %s: sampler seed %d", worker if worker is not None else "(derived)", seed)
     deadline = time.monotonic() + timeout if timeout else None
     max_failures = study.spec.budget.max_consecutive_failures
     failures = 0
-    last: list["FrozenTrial"] = []
 
-    def remember(s: "optuna.Study", t: "FrozenTrial") -> None:
-        last.append(t)
-        if on_trial is not None:
-            on_trial(s, t)
+    import optuna
 
     from hpo.interrupt import check as check_interrupt
 
@@ -285,17 +373,92 @@ def run_worker(
             # more than twice every worker seen lately (running or between trials), skip the check
             free = n_trials - budget.used - budget.running
             objective.check_surplus = free <= 2 * (_recent_workers(trials) + 1)
-        last.clear()
-        ostudy.optimize(objective, n_trials=1, catch=(TrialFailed, Exception), callbacks=[remember], gc_after_trial=False)
-        if last and last[0].state.name == "FAIL" and last[0].user_attrs.get("stop_reason") not in NOT_TRAINED:
+        done = run_trial(ostudy, objective, heartbeat=heartbeat)
+        if done is None:  # dropped: another worker finished it meanwhile
+            continue
+        if on_trial is not None:
+            on_trial(ostudy, done)
+        if done.state.name == "FAIL" and done.user_attrs.get("stop_reason") not in NOT_TRAINED:
             failures += 1
             if failures >= max_failures:
                 raise StudyAborted(
-                    f"{failures} trials failed in a row (last: {last[0].user_attrs.get('stop_detail', '?')}); "
+                    f"{failures} trials failed in a row (last: {done.user_attrs.get('stop_detail', '?')}); "
                     "stopping the study — fix the cause and run it again to resume"
                 )
-        elif last:
+        else:
             failures = 0
+
+
+def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True) -> "FrozenTrial | None":
+    """One trial as ``optuna.Study.optimize`` runs it (``_run_trial``): fail stale trials, ask, run
+    the body under a heartbeat thread, tell the state and values. Return the finished trial, or None
+    when the trial was finished by someone else while the body ran (another worker's stale-heartbeat
+    check failed it, e.g. during a store outage: the result is dropped and its retry runs elsewhere).
+    A KeyboardInterrupt (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
+    import copy
+
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+    from optuna.trial import TrialState
+
+    from hpo.errors import TrialFailed
+
+    import warnings
+
+    if heartbeat:
+        _fail_stale(ostudy)
+    with warnings.catch_warnings():  # the heartbeat thread is run here, as optimize() runs it
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        trial = ostudy.ask()
+    if heartbeat:  # the first beat before the body writes anything (the thread's may wait on a busy store)
+        try:
+            ostudy._storage.record_heartbeat(trial._trial_id)
+        except Exception as e:  # the thread keeps trying
+            logger.debug("first heartbeat of trial #%d failed: %s", trial.number, e)
+    state: TrialState | None = None
+    values: Any = None
+    interrupted: BaseException | None = None
+    with get_heartbeat_thread(trial._trial_id, ostudy._storage):
+        try:
+            values = objective(trial)  # state None: Optuna's tell makes it COMPLETE, or FAIL for a NaN
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except TrialFailed as e:  # recorded by the body (stop_reason, stop_detail)
+            state = TrialState.FAIL
+            logger.info("trial #%d failed: %s", trial.number, str(e)[:300])
+        except Exception as e:
+            state = TrialState.FAIL
+            logger.warning("trial #%d failed: %s: %s", trial.number, type(e).__name__, str(e)[:300])
+            logger.debug("trial #%d failed", trial.number, exc_info=True)
+        except KeyboardInterrupt as e:
+            state, interrupted = TrialState.FAIL, e
+            _mark_interrupted(trial)
+    try:
+        ostudy.tell(trial, values, state=state)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
+        stored = ostudy._storage.get_trial(trial._trial_id)
+        if stored.state == TrialState.RUNNING:
+            raise
+        logger.warning("trial #%d was marked %s by another worker while this one ran it (its heartbeat went stale); "
+                       "this worker drops its result (%s) and serves the next trial",
+                       trial.number, stored.state.name, (state.name if state is not None else "COMPLETE"))
+        logger.debug("tell refused: %s", e)
+        if interrupted is not None:
+            raise interrupted
+        return None
+    if interrupted is not None:
+        raise interrupted
+    return copy.deepcopy(ostudy._storage.get_trial(trial._trial_id))
+
+
+def _mark_interrupted(trial: "optuna.Trial") -> None:
+    """An interrupt outside training (sampling, the surplus check) is recorded like one inside it."""
+    try:
+        if "stop_reason" not in trial.user_attrs:
+            trial.set_user_attr("stop_reason", "interrupted")
+            trial.set_user_attr("stop_detail", "interrupted before training; it is run again when the study resumes")
+    except Exception as e:  # the store went away too: the trial goes stale and is retried
+        logger.debug("could not record the interruption of trial #%d: %s", trial.number, e)
 
 
 WAIT_POLL_SECONDS = 1.0
@@ -319,6 +482,58 @@ def _fail_stale(ostudy: "optuna.Study") -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(ostudy)
+    _fail_heartbeatless(ostudy)
+
+
+def _fail_heartbeatless(ostudy: "optuna.Study") -> None:
+    """Fail (and re-queue, like a stale trial) RUNNING trials that never sent a heartbeat.
+
+    A worker killed between ``ask`` and its first heartbeat leaves a RUNNING trial with no heartbeat
+    row, which Optuna's stale check skips forever: the other workers would wait for it without end
+    (the budget counts it as running). Such a trial started more than ``2 * grace_period + 10``
+    seconds ago (by this host's clock, as Optuna records ``datetime_start``) is dead.
+    """
+    import copy
+    import datetime
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = ostudy._storage
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, optuna.storages.RDBStorage) or not backend.get_heartbeat_interval():
+        return
+    try:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:  # pragma: no cover - another Optuna layout: its own check only
+        return
+    grace = backend.grace_period or 2 * backend.get_heartbeat_interval()
+    with _create_scoped_session(backend.scoped_session) as session:
+        ids = [row[0] for row in (
+            session.query(models.TrialModel.trial_id)
+            .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == ostudy._study_id, models.TrialModel.state == TrialState.RUNNING,
+                    models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+            .all())]
+    callback = backend.get_heartbeat_stale_trial_callback()
+    for trial_id in ids:
+        started = backend.get_trial(trial_id).datetime_start
+        if started is None:
+            continue
+        now = datetime.datetime.now(started.tzinfo) if started.tzinfo else datetime.datetime.now()
+        if (now - started).total_seconds() < 2 * grace + 10:
+            continue
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            continue
+        frozen = copy.deepcopy(storage.get_trial(trial_id))
+        logger.warning("trial #%d never sent a heartbeat since it started at %s (its worker died before its first one): "
+                       "marked FAIL%s", frozen.number, frozen.datetime_start, " and re-queued" if callback else "")
+        if callback is not None:
+            callback(ostudy, frozen)
 
 
 def _worker_main(payload: dict) -> None:
@@ -340,13 +555,13 @@ def _worker_main(payload: dict) -> None:
     study = study_from_dict(payload["raw"], base_dir=Path(payload["base_dir"]), file=payload["file"], check_data=False)
     try:
         with graceful_sigint():
-            run_worker(
+            run_worker(  # worker=None: a seed of its own (placement.worker only picks the GPU)
                 study,
                 payload["storage"],
                 payload["study_name"],
                 n_trials=payload["n_trials"],
                 timeout=payload["timeout"],
-                worker=placement.worker,
+                worker=None,
                 opts=payload["opts"],
             )
     except KeyboardInterrupt:
@@ -384,7 +599,7 @@ def run_study(
     from hpo.datacheck import check_study_data
 
     check_study_data(study, opts.cache_dir)  # bad data is refused before the study is created
-    ostudy = create_or_load(study, storage_url, study_name, heartbeat=True)
+    ostudy = create_or_load(study, storage_url, study_name, heartbeat=True, resume_changed=opts.resume_changed)
     info = prepare(study, ostudy)
     start_budget = budget_of(ostudy.get_trials(deepcopy=False))
     info.update(
@@ -408,7 +623,8 @@ def run_study(
         if p.gpu is not None and "CUDA_VISIBLE_DEVICES" not in os.environ and len(gpus) > 1:
             os.environ["CUDA_VISIBLE_DEVICES"] = p.gpu
         stats: dict = {}
-        stopped = run_worker(study, storage_url, study_name, n_trials=n_trials, timeout=timeout, opts=opts, on_trial=on_trial, stats=stats)
+        stopped = run_worker(study, storage_url, study_name, n_trials=n_trials, timeout=timeout, worker=0, opts=opts,
+                             on_trial=on_trial, stats=stats)
     else:
         stats = {}
         stopped = _run_processes(study, raw, storage_url, study_name, n_trials, timeout, placements, opts, on_trial, poll_seconds)
@@ -458,6 +674,14 @@ def _run_processes(study, raw, storage_url, study_name, n_trials, timeout, place
             _report_new(ostudy, seen, on_trial)
             check_interrupt()  # Ctrl-C reached the workers too: they stop their trials cleanly
     except KeyboardInterrupt:
+        import signal
+
+        from hpo.interrupt import last_signal
+
+        if last_signal() not in (None, signal.SIGINT):  # Ctrl-C reached them from the terminal; SIGTERM did not
+            for p in procs:
+                if p.is_alive() and p.pid:
+                    os.kill(p.pid, signal.SIGTERM)
         for p in procs:
             p.join(timeout=30)
         raise

@@ -15,15 +15,37 @@ SAMPLERS: Registry[Callable[[Any, "Study", int], "optuna.samplers.BaseSampler"]]
 PRUNERS: Registry[Callable[[Any, "Study"], "optuna.pruners.BasePruner"]] = Registry("pruner")
 
 
-def build_sampler(study: "Study", worker: int = 0) -> "optuna.samplers.BaseSampler":
-    """The study's sampler. Each worker gets its own seed (``seed + worker``) so that parallel
-    workers do not propose the same configs."""
+def sampler_seed(study: "Study", worker: int | None = 0, identity: str | None = None) -> int:
+    """The sampler seed of one worker, derived from the study's (``sampler.seed``, else ``seed``).
+
+    A numbered worker gets ``seed + worker`` (``hpo run`` with one worker: worker 0, the study's own
+    seed, reproducible). ``worker=None`` (an ``hpo worker`` process, which cannot know how many
+    others serve the study) derives one from the study's seed and this process's identity
+    (``host:pid`` and its start time, or ``identity``), so that no two workers draw the same trials.
+    """
+    import hashlib
+    import time
+
+    spec = study.spec.sampler
+    base = spec.seed if spec.seed is not None else study.spec.seed
+    if worker is not None:
+        return base + worker
+    if identity is None:
+        from hpo.objective import worker_id
+
+        identity = f"{worker_id()}@{time.time_ns()}"
+    return int.from_bytes(hashlib.sha256(f"{base}/{identity}".encode()).digest()[:4], "big") >> 1
+
+
+def build_sampler(study: "Study", worker: int | None = 0, seed: int | None = None) -> "optuna.samplers.BaseSampler":
+    """The study's sampler, seeded with ``seed`` (default: :func:`sampler_seed` of ``worker``): each
+    worker gets its own so that parallel workers do not propose the same configs."""
     import warnings
 
     import optuna
 
     spec = study.spec.sampler
-    seed = (spec.seed if spec.seed is not None else study.spec.seed) + worker
+    seed = seed if seed is not None else sampler_seed(study, worker)
     with warnings.catch_warnings():  # `group`, GP and friends are used on purpose
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return SAMPLERS.get(spec.type)(spec, study, seed)

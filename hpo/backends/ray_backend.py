@@ -90,11 +90,9 @@ class RayHandle(TrialHandle):
             pass  # stopped by the scheduler and recorded by the driver meanwhile
 
     def upload(self, artifacts: Any, path: str) -> str:
-        import optuna
+        from hpo.objective import upload_whole  # written whole, then recorded: no partial file on failure
 
-        frozen = self.storage.get_trial(self.trial_id)
-        return optuna.artifacts.upload_artifact(artifact_store=artifacts, file_path=path, study_or_trial=frozen,
-                                                storage=self.storage, mimetype="application/octet-stream")
+        return upload_whole(artifacts, path, self.storage, self.trial_id)
 
 
 _WORKER_CACHE: dict[str, Any] = {}  # per Ray worker process: the study's objective, built once
@@ -224,7 +222,7 @@ def run_ray(
     from hpo.datacheck import check_study_data
 
     check_study_data(study, opts.cache_dir)  # bad data is refused before the study is created
-    ostudy = create_or_load(study, storage_url, study_name, heartbeat=False)
+    ostudy = create_or_load(study, storage_url, study_name, heartbeat=False, resume_changed=opts.resume_changed)
     info = prepare(study, ostudy)
     budget = budget_of(ostudy.get_trials(deepcopy=False))
     remaining = max(0, n_trials - budget.used) if n_trials is not None else 10**6

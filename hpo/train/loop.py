@@ -194,6 +194,7 @@ def _evaluate(task, model, loader, dev, autocast, prefix: str) -> dict[str, floa
     loss_sum, n_seen, preds, targets = 0.0, 0, [], []
     with torch.no_grad():
         for batch in loader:
+            check_interrupt()  # a long validation pass stops within a batch too
             batch = _to_device(batch, dev)
             with autocast():
                 out = task.step(model, batch, train=False)
