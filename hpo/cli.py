@@ -58,7 +58,10 @@ def _stored(args: argparse.Namespace):
     from hpo.export import load_stored_study
     from hpo.spec.load import DEFAULT_STORAGE
 
+    from hpo.storage import check_url
+
     url = args.storage or DEFAULT_STORAGE
+    check_url(url)
     return url, load_stored_study(url, args.study_name)
 
 
@@ -93,7 +96,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace):
     from hpo.runner import RunOptions
+    from hpo.storage import check_url
 
+    if args.storage:
+        check_url(args.storage)  # a password in --storage is refused before anything reads or writes
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if getattr(args, "gpus", None) else None
     return RunOptions(
         storage=args.storage,
@@ -106,6 +112,7 @@ def _options(args: argparse.Namespace):
         artifacts=getattr(args, "artifacts", None),
         checkpoints=not getattr(args, "no_checkpoints", False),
         threads=getattr(args, "threads", None),
+        resume_changed=getattr(args, "resume_changed", False),
     )
 
 
@@ -122,7 +129,6 @@ def _load(args: argparse.Namespace, check_data: bool = True):
 def cmd_run(args: argparse.Namespace) -> int:
     study, raw = _load(args)
     opts = _options(args)
-    opts.resume_changed = args.resume_changed
     backend = args.backend or study.spec.backend
     if backend == "ray":
         from hpo.backends.ray_backend import run_ray
@@ -171,7 +177,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
     study, _ = _load(args)
     opts = _options(args)
-    opts.resume_changed = args.resume_changed
     from hpo.datacheck import check_study_data
 
     check_study_data(study, opts.cache_dir)  # bad data is refused before this worker serves a trial
@@ -197,6 +202,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _create_args(p: argparse.ArgumentParser) -> None:
     _study_args(p)
     _store_args(p)
+    p.add_argument("--resume-changed", action="store_true",
+                   help="keep a stored study of the same name whose task, dataset, objectives or space differ from this file")
 
 
 @command("create", "create the study in the store and enqueue its baselines, without running trials", _create_args)
@@ -210,7 +217,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     opts = _options(args)
     check_study_data(study, opts.cache_dir)
     url = study.storage_url(opts.storage)
-    ostudy = create_or_load(study, url, opts.study_name or study.name)
+    ostudy = create_or_load(study, url, opts.study_name or study.name, resume_changed=opts.resume_changed)
     info = prepare(study, ostudy)
     out(f"study {ostudy.study_name!r} in {redact(url)}: {len(ostudy.trials)} trials; enqueued baselines: {', '.join(info['enqueued_baselines']) or 'none'}")
     return 0

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import Pruned, TrialFailed
+from hpo.errors import Pruned, StoreError, TrialFailed
 
 if TYPE_CHECKING:
     import optuna
@@ -368,6 +368,8 @@ class TrialObjective:
         except KeyboardInterrupt:
             _stop(handle, "interrupted", "interrupted (Ctrl-C); it is run again when the study resumes")
             raise
+        except StoreError:  # the store itself refuses (full, read-only, gone for good): nothing to record it in
+            raise
         except Exception as e:
             reason, detail = _failure(e)
             return _stop(handle, reason, detail, "FAIL")
@@ -388,7 +390,7 @@ class TrialObjective:
         else:
             if self.keep_checkpoints and result.best_state is not None:
                 try:
-                    attrs["checkpoint"] = self._save_checkpoint(handle, result, config, splits)
+                    attrs["checkpoint"], attrs["checkpoint_sha256"] = self._save_checkpoint(handle, result, config, splits)
                 except KeyboardInterrupt:
                     raise
                 except Exception as e:  # a full disk or a lost share must not cost the trial its result
@@ -428,8 +430,11 @@ class TrialObjective:
         return diagnose_curves(result.curves, metric=monitor.metric.split("_", 1)[1], direction=monitor.direction,
                                config=config, stop_reason=result.stop_reason)
 
-    def _save_checkpoint(self, handle: TrialHandle, result, config: dict, splits) -> str:
-        """Upload the best epoch's model with what it takes to use it; return the artifact id."""
+    def _save_checkpoint(self, handle: TrialHandle, result, config: dict, splits) -> tuple[str, str]:
+        """Upload the best epoch's model with what it takes to use it; return the artifact id and the
+        file's sha256 (loading checks it: a file replaced in the artifact folder is refused)."""
+        import hashlib
+
         import torch
 
         payload = {
@@ -449,7 +454,12 @@ class TrialObjective:
         os.close(fd)
         try:
             torch.save(payload, path)
-            return handle.upload(self.artifacts, path)
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            digest = h.hexdigest()
+            return handle.upload(self.artifacts, path), digest
         finally:
             os.unlink(path)
 

@@ -220,7 +220,32 @@ def prepare(study: "Study", ostudy: "optuna.Study") -> dict[str, Any]:
             keep = {k: t.user_attrs[k] for k in ("baseline", "overrides") if k in t.user_attrs}
             ostudy.enqueue_trial(t.params, user_attrs={**keep, "rerun_of": t.number})
             requeued.append(t.number)
+    if enqueued or requeued:
+        _drop_duplicate_enqueues(ostudy)
     return {"enqueued_baselines": enqueued, "requeued": requeued}
+
+
+def _drop_duplicate_enqueues(ostudy: "optuna.Study") -> None:
+    """Two first runs at once both enqueue the baselines (and re-runs of interrupted trials): keep the
+    earliest of each and record the later WAITING copies as FAIL ``surplus`` (not trained, not counted).
+    Every process that enqueued does the same, so they agree whichever finishes first."""
+    from optuna.trial import TrialState
+
+    first: set[tuple] = set()
+    for t in ostudy.get_trials(deepcopy=False):
+        if "failed_trial" in t.system_attrs or ("baseline" not in t.user_attrs and "rerun_of" not in t.user_attrs):
+            continue  # a heartbeat retry of a dead worker's trial, or a sampled trial
+        key = (t.user_attrs.get("baseline"), t.user_attrs.get("rerun_of"))
+        if key not in first:
+            first.add(key)
+        elif t.state == TrialState.WAITING:
+            try:
+                ostudy._storage.set_trial_user_attr(t._trial_id, "stop_reason", "surplus")
+                ostudy._storage.set_trial_user_attr(t._trial_id, "stop_detail", "surplus: enqueued twice by two first runs "
+                                                    "at once; the earlier copy runs")
+                ostudy._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except Exception as e:  # a worker claimed it meanwhile: it runs, once more than asked
+                logger.debug("duplicate enqueue of trial #%d not dropped: %s", t.number, e)
 
 
 def budget_of(trials: Sequence["FrozenTrial"], before: int | None = None) -> Budget:
@@ -401,9 +426,9 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
     from optuna.storages._heartbeat import get_heartbeat_thread
     from optuna.trial import TrialState
 
-    from hpo.errors import TrialFailed
-
     import warnings
+
+    from hpo.errors import StoreError, TrialFailed
 
     if heartbeat:
         _fail_stale(ostudy)
@@ -426,6 +451,8 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
         except TrialFailed as e:  # recorded by the body (stop_reason, stop_detail)
             state = TrialState.FAIL
             logger.info("trial #%d failed: %s", trial.number, str(e)[:300])
+        except StoreError:  # the store refuses (full, read-only, gone past the reconnect timeout): stop the worker,
+            raise  # one line, exit 2; the trial goes stale and is run again when the store is usable
         except Exception as e:
             state = TrialState.FAIL
             logger.warning("trial #%d failed: %s: %s", trial.number, type(e).__name__, str(e)[:300])

@@ -382,8 +382,10 @@ def trained(toy_study, tmp_path):
     return ostudy, str(tmp_path / "artifacts"), tmp_path
 
 
-def _checkpoint_attr(db: Path, trial_number: int, artifact_id: str) -> None:
-    """Point a finished trial's ``checkpoint`` user attr at another artifact (a store record edit)."""
+def _checkpoint_attr(db: Path, trial_number: int, artifact_id: str, file: Path | None = None) -> None:
+    """Point a finished trial's ``checkpoint`` user attr at another artifact (a store record edit), and
+    its ``checkpoint_sha256`` at that of ``file`` (an attacker who edits records edits both)."""
+    import hashlib
     import json
 
     with sqlite3.connect(db) as con:
@@ -391,6 +393,10 @@ def _checkpoint_attr(db: Path, trial_number: int, artifact_id: str) -> None:
         n = con.execute("update trial_user_attributes set value_json = ? where trial_id = ? and key = 'checkpoint'",
                         (json.dumps(artifact_id), trial_id)).rowcount
         assert n == 1
+        if file is not None:
+            n = con.execute("update trial_user_attributes set value_json = ? where trial_id = ? and key = 'checkpoint_sha256'",
+                            (json.dumps(hashlib.sha256(file.read_bytes()).hexdigest()), trial_id)).rowcount
+            assert n == 1
 
 
 def _attach(db: Path, artifacts: str, trial_number: int, file: Path) -> str:
@@ -452,13 +458,34 @@ def test_planted_checkpoint_is_refused_and_runs_nothing(trained):
                 "model_state": _Evil(sentinel)}, planted)
     assert not sentinel.exists()
     artifact = _attach(tmp_path / "hpo.db", artifacts, trial.number, planted)
-    _checkpoint_attr(tmp_path / "hpo.db", trial.number, artifact)
+    _checkpoint_attr(tmp_path / "hpo.db", trial.number, artifact, planted)
     ostudy = _reload(ostudy, tmp_path / "hpo.db")
     with pytest.raises(DataError, match=rf"trial #{trial.number} checkpoint \(artifact {artifact}\): checkpoint: must "
                                         "hold only tensors and plain data .*weights_only=True"):
         load_trial_model(ostudy, trial.number, artifacts, cache_dir=str(tmp_path / "cache"))
     assert not sentinel.exists()
     REFUSED["planted checkpoint"] += 1
+
+
+@pytest.mark.slow
+def test_a_checkpoint_file_replaced_in_the_artifact_folder_is_refused(trained):
+    """The trial records its checkpoint's sha256; a file changed in the artifact folder afterwards
+    (someone with write access to the share) is refused before it is read."""
+    from hpo.analysis import load_trial_model
+
+    ostudy, artifacts, tmp_path = trained
+    trial = _complete(ostudy)[0]
+    digest = trial.user_attrs["checkpoint_sha256"]
+    assert len(digest) == 64
+    path = Path(artifacts) / trial.user_attrs["checkpoint"]
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\0")
+        with pytest.raises(DataError, match=rf"must be the file the trial wrote \(sha256 {digest}\), but got sha256 .*replaced"):
+            load_trial_model(_reload(ostudy, tmp_path / "hpo.db"), trial.number, artifacts, cache_dir=str(tmp_path / "cache"))
+    finally:
+        path.write_bytes(original)
+    REFUSED["replaced checkpoint file"] += 1
 
 
 @pytest.mark.slow

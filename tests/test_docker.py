@@ -49,6 +49,8 @@ def test_compose_has_postgres_dashboard_and_worker_replicas():
         assert url.startswith("postgresql+psycopg://hpo@") and ":" not in url.split("@")[0].split("//")[1]  # no password
         assert s[name]["environment"]["PGPASSWORD"].startswith("${HPO_DB_PASSWORD")
     assert s["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    for name in ("worker", "worker-gpu"):  # time for SIGTERM to record the running trial before docker's SIGKILL
+        assert int(s[name]["stop_grace_period"].rstrip("s")) >= 30
 
 
 def test_dockerfiles_install_torch_first_and_run_hpo():

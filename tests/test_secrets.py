@@ -103,6 +103,18 @@ def test_study_file_storage_with_a_secret_is_refused_and_redacted(tmp_path, toy_
     assert SECRET not in lines[0] and "but got 'postgresql+psycopg://hpo@db/hpo?Token=***'" in lines[0]
 
 
+@pytest.mark.parametrize("command", ["run", "create", "worker"])
+def test_a_secret_in_storage_flag_is_refused_before_anything_is_read_or_written(tmp_path, toy_study, monkeypatch, capsys, command):
+    from hpo.cli import main
+
+    path = toy_study()
+    monkeypatch.chdir(tmp_path)
+    assert main([command, str(path), "--storage", f"sqlite:///{tmp_path / 'other.db'}?password={SECRET}"]) == 2
+    err = capsys.readouterr().err
+    assert "a password must not be written in the URL" in err and SECRET not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "other.db").exists()  # no data check, no store
+
+
 # ------------------------------------------------------------------------------ the CLI, for real
 def _store_bytes(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")))

@@ -593,3 +593,63 @@ def test_a_second_study_file_with_the_same_name_is_refused_unless_asked(toy_stud
     final = optuna.load_study(study_name="toy", storage=optuna.storages.RDBStorage(url))
     assert final.user_attrs["fusion_hpo"]["spec"]["objectives"] == ["val_rmse"]
     assert budget_of(final.trials).used == 3
+
+
+# ------------------------------------------------------------------------------ two first runs at once
+CREATE_AT_ONCE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from hpo.runner import create_or_load, prepare
+    from hpo.spec.load import load_study
+    study_file, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    study = load_study(study_file)
+    ostudy = create_or_load(study, study.storage_url(), study.name)
+    ostudy.get_trials()
+    ready.touch()  # everything imported, the study created or loaded: now all prepare at one moment
+    while not go.exists():
+        time.sleep(0.001)
+    print(prepare(study, ostudy)["enqueued_baselines"])
+""")
+
+
+def _prepare_at_once(path: Path, workdir: Path, n: int) -> int:
+    """n processes create/load the study, then call prepare() at one moment; how many enqueued baselines."""
+    barrier = workdir / "barrier"
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", CREATE_AT_ONCE, str(path), str(barrier / f"ready{i}"), str(barrier / "go")],
+                              cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}) for i in range(n)]
+    deadline = time.monotonic() + 240
+    while len(list(barrier.glob("ready*"))) < n and time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    (barrier / "go").touch()
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert all(rc == 0 for rc, _, _ in results), [e[-2000:] for _, _, e in results]
+    return sum(out.strip() != "[]" for _, out, _ in results)
+
+
+@pytest.mark.slow
+def test_two_first_runs_at_once_enqueue_each_baseline_once(toy_study, tmp_path, report_figures):
+    """Real processes started at one moment on a fresh store (the study has two baselines): whoever
+    enqueued, each baseline is trained once; the later copies are recorded as surplus, not trained.
+    (On a loaded machine the processes may not overlap: then the race is tried again on a fresh store.)"""
+    for attempt in range(5):
+        workdir = tmp_path / f"attempt{attempt}"
+        workdir.mkdir()
+        path = toy_study(n_trials=4).rename(workdir / "toy.yaml")
+        (tmp_path / "space.yaml").rename(workdir / "space.yaml")
+        path.write_text(path.read_text().replace(str(tmp_path / "hpo.db"), str(workdir / "hpo.db")))
+        enqueuers = _prepare_at_once(path, workdir, 4)
+        if enqueuers >= 2:
+            break
+    assert enqueuers >= 2, "the processes never raced: the test proves nothing"
+    assert hpo_cli("run", path, cwd=workdir).returncode == 0
+    trials = optuna.load_study(study_name="toy", storage=f"sqlite:///{workdir / 'hpo.db'}").get_trials()
+    trained = [t.user_attrs["baseline"] for t in trials if t.user_attrs.get("baseline") and t.user_attrs.get("stop_reason") != "surplus"]
+    surplus = [t for t in trials if t.user_attrs.get("stop_reason") == "surplus"]
+    report_figures("two first runs at once", {"processes": 4, "enqueued": enqueuers, "duplicates dropped": len(surplus),
+                                              "attempts": attempt + 1})
+    assert sorted(trained) == ["current", "single_modality"]
+    assert all(t.state.name == "FAIL" and "config" not in t.user_attrs for t in surplus)  # never trained
+    assert len(surplus) == 2 * (enqueuers - 1)
+    assert budget_of(trials).used == 4
