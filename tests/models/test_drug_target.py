@@ -1,6 +1,6 @@
 """drug_target: metrics, the three data formats, DeepBindNet, training and the comparison report.
 
-Everything runs on tiny data written by the tests (never /work/shared/data) in a few seconds.
+Everything runs on tiny data written by the tests (never ../shared/data) in a few seconds.
 """
 
 from __future__ import annotations

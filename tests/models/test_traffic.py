@@ -1,7 +1,7 @@
 """Tests of the traffic task (models/traffic): model variants, masked metrics, every data format on
 files written here, the cache, the restricted pickle, the training loop and the shipped YAML files.
 
-Everything runs on tiny tensors on CPU in seconds; nothing reads /work/shared/data.
+Everything runs on tiny tensors on CPU in seconds; nothing reads ../shared/data.
 """
 
 from __future__ import annotations
