@@ -40,6 +40,32 @@ artifacts: {artifacts}
 """
 
 
+FAULT_STUDY = """
+name: {name}
+task: {{family: {family}, dataset: {{n_samples: {n_samples}}}}}
+space:
+  params:
+    lr: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
+    hidden: [16, 32]
+objectives: [val_mae]
+sampler: {{type: random, seed: 0}}
+pruner: {{type: none}}
+budget: {{n_trials: {n}}}
+training: {{epochs: {epochs}, batch_size: {batch_size}}}
+storage: {storage}
+artifacts: {artifacts}
+fault_tolerance: {{heartbeat_interval: 1, grace_period: {grace}, max_retry: {max_retry}}}
+"""
+
+
+def fault_study(*, name: str, n: int, storage: str, artifacts, epochs: int = 12, batch_size: int = 8,
+                n_samples: int = 512, family: str = "toy", grace: int = 4, max_retry: int = 3) -> str:
+    """The text of the small study the fault tests kill, restart and break: a toy (or ``family``)
+    task, random sampler, no pruner, heartbeats every second."""
+    return FAULT_STUDY.format(name=name, n=n, storage=storage, artifacts=artifacts, epochs=epochs, batch_size=batch_size,
+                              n_samples=n_samples, family=family, grace=grace, max_retry=max_retry)
+
+
 @pytest.fixture
 def toy_study(tmp_path: Path):
     """Write a toy study + space into tmp_path; returns a function taking overrides."""

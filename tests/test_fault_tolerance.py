@@ -10,31 +10,13 @@ import optuna
 import pytest
 
 from hpo.runner import budget_of
-from tests.conftest import ROOT, hpo_cli
+from tests.conftest import ROOT, fault_study, hpo_cli
 
 pytestmark = pytest.mark.slow
 
-FT_STUDY = """
-name: {name}
-task: {{family: toy, dataset: {{n_samples: 512}}}}
-space:
-  params:
-    lr: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
-    hidden: [16, 32]
-objectives: [val_mae]
-sampler: {{type: random, seed: 0}}
-pruner: {{type: none}}
-budget: {{n_trials: {n}}}
-training: {{epochs: {epochs}, batch_size: 8}}
-storage: {storage}
-artifacts: {artifacts}
-fault_tolerance: {{heartbeat_interval: 1, grace_period: 4}}
-"""
-
-
 def _study_file(tmp_path, name, n, storage, epochs=12):
     p = tmp_path / f"{name}.yaml"
-    p.write_text(FT_STUDY.format(name=name, n=n, storage=storage, artifacts=tmp_path / "artifacts", epochs=epochs))
+    p.write_text(fault_study(name=name, n=n, storage=storage, artifacts=tmp_path / "artifacts", epochs=epochs))
     return p
 
 

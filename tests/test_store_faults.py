@@ -30,7 +30,7 @@ import pytest
 from hpo import _rdb
 from hpo._rdb import ResilientRDBStorage
 from hpo.errors import StoreError
-from tests.conftest import ROOT, hpo_cli
+from tests.conftest import ROOT, fault_study, hpo_cli
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 OPTUNA_STORAGES = Path(optuna.__file__).parent / "storages"
@@ -245,28 +245,10 @@ def test_no_trial_is_stale_within_the_grace_period_after_the_store_came_back(tmp
 
 
 # ----------------------------------------------------------------------------- broken SQLite stores
-STUDY = """
-name: {name}
-task: {{family: toy, dataset: {{n_samples: {samples}}}}}
-space:
-  params:
-    lr: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
-    hidden: [16, 32]
-objectives: [val_mae]
-sampler: {{type: random, seed: 0}}
-pruner: {{type: none}}
-budget: {{n_trials: {n}}}
-training: {{epochs: {epochs}, batch_size: 8}}
-storage: {storage}
-artifacts: {artifacts}
-fault_tolerance: {{heartbeat_interval: 1, grace_period: {grace}}}
-"""
-
-
 def _study(tmp_path: Path, name: str, storage: str, n: int = 2, epochs: int = 2, samples: int = 64, grace: int = 6) -> Path:
     p = tmp_path / f"{name}.yaml"
-    p.write_text(STUDY.format(name=name, n=n, epochs=epochs, samples=samples, storage=storage,
-                              artifacts=tmp_path / "artifacts", grace=grace))
+    p.write_text(fault_study(name=name, n=n, epochs=epochs, n_samples=samples, storage=storage,
+                             artifacts=tmp_path / "artifacts", grace=grace))
     return p
 
 
@@ -546,7 +528,7 @@ def test_postgres_restarted_five_times_at_random_moments_loses_nothing(tmp_path,
     trials COMPLETE, none RUNNING or FAIL, every record whole."""
     url = postgres.create_database(f"restarts_{uuid.uuid4().hex[:8]}")
     env = postgres.env()
-    n, restarts = 18, 5
+    n, restarts = 30, 5  # the five seeded restarts take ~35 s: the study must outlast them on an idle machine too
     path = _study(tmp_path, "restarts", url, n=n, epochs=40, samples=512, grace=4)
     r = hpo_cli("create", path, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -22,7 +22,7 @@ import pytest
 
 from hpo.runner import budget_of
 from models.toy.task import ToyTask
-from tests.conftest import ROOT, hpo_cli
+from tests.conftest import ROOT, fault_study, hpo_cli
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -44,29 +44,11 @@ class SlowValToy(ToyTask):
         return super().step(model, batch, train=train)
 
 
-STUDY = """
-name: {name}
-task: {{family: {family}, dataset: {{n_samples: {n_samples}}}}}
-space:
-  params:
-    lr: {{type: float, low: 1.0e-3, high: 1.0e-2, log: true}}
-    hidden: [16, 32]
-objectives: [val_mae]
-sampler: {{type: random, seed: 0}}
-pruner: {{type: none}}
-budget: {{n_trials: {n}}}
-training: {{epochs: {epochs}, batch_size: {batch_size}}}
-storage: sqlite:///{db}
-artifacts: {artifacts}
-fault_tolerance: {{heartbeat_interval: 1, grace_period: 4, max_retry: {max_retry}}}
-"""
-
-
 def _study_file(tmp_path: Path, name: str, n: int, *, epochs: int = 12, batch_size: int = 8, n_samples: int = 512,
                 family: str = "toy", max_retry: int = 3, extra: str = "") -> Path:
     p = tmp_path / f"{name}.yaml"
-    p.write_text(STUDY.format(name=name, n=n, epochs=epochs, batch_size=batch_size, n_samples=n_samples, family=family,
-                              db=tmp_path / "hpo.db", artifacts=tmp_path / "artifacts", max_retry=max_retry)
+    p.write_text(fault_study(name=name, n=n, epochs=epochs, batch_size=batch_size, n_samples=n_samples, family=family,
+                             storage=f"sqlite:///{tmp_path / 'hpo.db'}", artifacts=tmp_path / "artifacts", max_retry=max_retry)
                  + textwrap.dedent(extra))
     return p
 
@@ -405,8 +387,8 @@ space:
 def _ckpt_study(tmp_path: Path, artifacts: Path, n: int = 3):
     from hpo.spec import load_study
 
-    text = STUDY.format(name="ckpt", n=n, epochs=2, batch_size=32, n_samples=160, family="toy", db=tmp_path / "hpo.db",
-                        artifacts=artifacts, max_retry=3)
+    text = fault_study(name="ckpt", n=n, epochs=2, batch_size=32, n_samples=160, storage=f"sqlite:///{tmp_path / 'hpo.db'}",
+                       artifacts=artifacts)
     head, _, tail = text.partition("space:")
     tail = tail.split("objectives:", 1)[1]
     path = tmp_path / "ckpt.yaml"
