@@ -53,10 +53,16 @@ def test_sigkill_mid_trial_is_retried_and_the_budget_is_exact(tmp_path, report_f
                 return t
         return None
 
-    victim = _wait(running_in_a, 180, "worker A to be mid-trial")
+    _wait(running_in_a, 180, "worker A to be mid-trial")
     time.sleep(1.0)  # well into its epochs
+    # the trial seen a second ago may have ended since: kill at a moment A is seen mid-trial, then name the
+    # victim from the store (the trial A left RUNNING), not from the earlier look
+    _wait(running_in_a, 180, "worker A to be mid-trial again")
     a.send_signal(signal.SIGKILL)
     a.wait(timeout=30)
+    left = [t for t in _trials(url, "ft") if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{a.pid}")]
+    assert len(left) == 1, [(t.number, t.state.name) for t in left]
+    victim = left[0]
     out, err = b.communicate(timeout=600)
     assert b.returncode == 0, err[-3000:]
     trials = _trials(url, "ft")
