@@ -76,9 +76,9 @@ def run_study_file(path: Path, sets: list[str], tag: str, workdir: Path, **opts)
     (a store left by an earlier run is removed: a benchmark must not resume an older study)."""
     import optuna
 
-    from hpo.runner import RunOptions, run_study
+    from hpo.run.runner import RunOptions, run_study
     from hpo.spec import load_study
-    from hpo.storage import open_storage
+    from hpo.store.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workdir.mkdir(parents=True, exist_ok=True)

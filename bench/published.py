@@ -51,7 +51,7 @@ def best_config(stores: list[str], study_name: str, fallback_study, fallback_pla
 
 def train_and_predict(study, config: dict, seed: int):
     """Train ``config`` with ``seed`` (epoch chosen on val), then predict the test split once."""
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from hpo.train import fit
     from hpo.train.loop import predict
 

@@ -25,9 +25,9 @@ def write_study(url: str, n: int, seed: int = 0):
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution, distribution_to_json
 
-    from hpo.diagnose import diagnose_curves
-    from hpo.runner import RECORD_ATTR
-    from hpo.storage import open_storage
+    from hpo.train.diagnose import diagnose_curves
+    from hpo.run.runner import RECORD_ATTR
+    from hpo.store.storage import open_storage
 
     rng = random.Random(seed)
     storage = open_storage(url, heartbeat=False)
@@ -97,8 +97,8 @@ def main(argv=None) -> dict:
     n = 500 if args.quick else args.trials
     import optuna
 
-    from hpo.export import exported, load_stored_study, select_trials
-    from hpo.report import build_report
+    from hpo.analysis.export import exported, load_stored_study, select_trials
+    from hpo.analysis.report import build_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="hpo-scale-"))

@@ -53,17 +53,17 @@ def write_study(tmp: Path, name: str, n: int, epochs: int, samples: int, storage
 
 
 def run(path: Path, tmp: Path, workers: int = 1, backend: str = "local", threads: int | None = None) -> float:
-    from hpo.runner import RunOptions, run_study
+    from hpo.run.runner import RunOptions, run_study
     from hpo.spec import load_study
     from hpo.spec.load import apply_sets
-    from hpo.yaml_io import load_yaml
+    from hpo.spec.yaml_io import load_yaml
 
     study = load_study(path)
     raw = apply_sets(load_yaml(path), [], str(path))
     opts = RunOptions(workers=workers, cache_dir=str(tmp / "cache"), checkpoints=False, threads=threads)
     t0 = time.perf_counter()
     if backend == "ray":
-        from hpo.backends.ray_backend import run_ray
+        from hpo.run.backends.ray import run_ray
 
         run_ray(study, opts, address="auto", raw=raw)
     else:
@@ -76,7 +76,7 @@ def steady_span(path: Path) -> tuple[float, int]:
     import optuna
 
     from hpo.spec import load_study
-    from hpo.storage import open_storage
+    from hpo.store.storage import open_storage
 
     study = load_study(path)
     trials = optuna.load_study(study_name=study.name, storage=open_storage(study.storage_url(), heartbeat=False)).get_trials()
@@ -94,9 +94,9 @@ def bare_time(path: Path, tmp: Path) -> float:
     """Seconds the bare loop needs for the configs of a finished study (same process, same threads)."""
     import optuna
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from hpo.spec import load_study
-    from hpo.storage import open_storage
+    from hpo.store.storage import open_storage
     from hpo.train import fit
 
     study = load_study(path)
@@ -189,7 +189,7 @@ def main(argv=None) -> dict:
 
         rn = 4 if args.quick else args.ray_trials
         t_start = time.perf_counter()
-        from hpo.backends.ray_backend import _local_runtime_env
+        from hpo.run.backends.ray import _local_runtime_env
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env=_local_runtime_env())

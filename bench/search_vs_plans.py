@@ -46,8 +46,8 @@ def run_arm(arm: str, sets: list[str], quick: bool):
 def reevaluate_arm(arm: str, quick: bool, seeds: int) -> dict:
     """The test metric of ``arm``'s best config over ``seeds`` seeds (the test split is read only here)."""
     _one_thread()
-    from hpo.export import load_stored_study
-    from hpo.reevaluate import reevaluate
+    from hpo.analysis.export import load_stored_study
+    from hpo.analysis.reevaluate import reevaluate
 
     url = f"sqlite:///{outdir(quick) / 'search_vs_plans' / ('svp-' + arm + '.db')}"
     re = reevaluate(load_stored_study(url, "bench-los-loop"), top=1, seeds=list(range(seeds)), baselines=False,

@@ -47,7 +47,7 @@ def worker(family: str, steps: int, quick: bool = False) -> dict:
 
     import torch
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from hpo.tasks import get_task
     from hpo.train.optim import make_optimizer
 

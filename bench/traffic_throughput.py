@@ -97,7 +97,7 @@ def measure(which: str, spec: dict, batch_size: int, warmup: int, steps: int, th
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from hpo.tasks import get_task
     from models.traffic.metrics import masked_loss
 

@@ -2,15 +2,15 @@
 
 import pytest
 
-from hpo.export import load_stored_study
-from hpo.narrow import narrow_space
-from hpo.reevaluate import reevaluate
-from hpo.report import build_report, publish_to_dashboard
-from hpo.runner import RunOptions, run_study
+from hpo.analysis.export import load_stored_study
+from hpo.analysis.narrow import narrow_space
+from hpo.analysis.reevaluate import reevaluate
+from hpo.analysis.report import build_report, publish_to_dashboard
+from hpo.run.runner import RunOptions, run_study
 from hpo.spec import load_study
 from hpo.spec.load import load_space
 from hpo.tasks import TASKS, get_task, register_task
-from hpo.yaml_io import dump_yaml
+from hpo.spec.yaml_io import dump_yaml
 
 pytestmark = pytest.mark.slow
 

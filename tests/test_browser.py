@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from hpo.export import load_stored_study
-from hpo.report import build_report, publish_to_dashboard
-from hpo.runner import RunOptions, run_study
+from hpo.analysis.export import load_stored_study
+from hpo.analysis.report import build_report, publish_to_dashboard
+from hpo.run.runner import RunOptions, run_study
 from hpo.spec import load_study
 from tests.conftest import ROOT, chromium, free_port, require
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from hpo.errors import DataError, UsageError
-from hpo.safe_pickle import ALLOWED_GLOBALS, UnsafePickleError, load_data_pickle, loads_data_pickle
+from hpo.data.safe_pickle import ALLOWED_GLOBALS, UnsafePickleError, load_data_pickle, loads_data_pickle
 from tests.conftest import hpo_cli, stored_studies
 
 PROTOCOLS = range(6)
@@ -300,7 +300,7 @@ def _h5_with_object_column(path: Path, sentinel: Path) -> None:
 
 
 def test_h5_object_column_is_refused_by_the_loader_and_runs_nothing(tmp_path):
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from models.traffic import TrafficDataConfig, TrafficDataset, TrafficTask
 
     sentinel = tmp_path / "pwned"
@@ -329,7 +329,7 @@ def test_h5_pickled_attribute_is_never_unpickled(tmp_path):
     them all); the h5py reader never does: the readings load and the planted attribute does nothing."""
     import tables
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from models.traffic import TrafficDataConfig, TrafficDataset, TrafficTask
 
     sentinel = tmp_path / "pwned"
@@ -349,10 +349,10 @@ def test_h5_pickled_attribute_is_never_unpickled(tmp_path):
 
 def test_h5_table_format_names_are_read_with_the_restricted_unpickler(tmp_path):
     """A table-format frame keeps its column names in pickled attributes; they are read by
-    hpo.safe_pickle, so a planted payload there is refused and runs nothing."""
+    hpo.data.safe_pickle, so a planted payload there is refused and runs nothing."""
     import h5py
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from models.traffic import TrafficDataConfig, TrafficDataset, TrafficTask
 
     sentinel = tmp_path / "pwned"
@@ -372,8 +372,8 @@ def test_h5_table_format_names_are_read_with_the_restricted_unpickler(tmp_path):
 @pytest.fixture
 def trained(toy_study, tmp_path):
     """A toy study whose trials kept their checkpoints."""
-    from hpo.export import load_stored_study
-    from hpo.runner import RunOptions, run_study
+    from hpo.analysis.export import load_stored_study
+    from hpo.run.runner import RunOptions, run_study
     from hpo.spec import load_study
 
     study = load_study(toy_study(n_trials=2))
@@ -426,14 +426,14 @@ def _complete(ostudy):
 
 def _reload(ostudy, db: Path):
     """The study read afresh from the store (a new storage object: no cached trials)."""
-    from hpo.export import load_stored_study
+    from hpo.analysis.export import load_stored_study
 
     return load_stored_study(f"sqlite:///{db}", ostudy.study_name)
 
 
 @pytest.mark.slow
 def test_trial_checkpoints_load_under_weights_only(trained):
-    from hpo.analysis import load_trial_model
+    from hpo.analysis.trained import load_trial_model
 
     ostudy, artifacts, tmp_path = trained
     trial = _complete(ostudy)[0]
@@ -448,7 +448,7 @@ def test_planted_checkpoint_is_refused_and_runs_nothing(trained):
     import optuna
     import torch
 
-    from hpo.analysis import load_trial_model
+    from hpo.analysis.trained import load_trial_model
 
     ostudy, artifacts, tmp_path = trained
     sentinel = tmp_path / "pwned"
@@ -471,7 +471,7 @@ def test_planted_checkpoint_is_refused_and_runs_nothing(trained):
 def test_a_checkpoint_file_replaced_in_the_artifact_folder_is_refused(trained):
     """The trial records its checkpoint's sha256; a file changed in the artifact folder afterwards
     (someone with write access to the share) is refused before it is read."""
-    from hpo.analysis import load_trial_model
+    from hpo.analysis.trained import load_trial_model
 
     ostudy, artifacts, tmp_path = trained
     trial = _complete(ostudy)[0]
@@ -492,7 +492,7 @@ def test_a_checkpoint_file_replaced_in_the_artifact_folder_is_refused(trained):
 def test_checkpoint_of_another_trial_or_an_unattached_file_is_refused(trained):
     import optuna
 
-    from hpo.analysis import load_trial_model
+    from hpo.analysis.trained import load_trial_model
 
     ostudy, artifacts, tmp_path = trained
     a, b = _complete(ostudy)[:2]
@@ -520,7 +520,7 @@ def test_checkpoint_of_a_trial_that_is_not_complete_is_refused(trained):
     results of COMPLETE trials only)."""
     import optuna
 
-    from hpo.analysis import load_trial_model
+    from hpo.analysis.trained import load_trial_model
 
     ostudy, artifacts, tmp_path = trained
     good = _complete(ostudy)[0]
@@ -542,9 +542,9 @@ def test_checkpoint_of_a_trial_that_is_not_complete_is_refused(trained):
 def test_every_familys_trial_checkpoint_loads_under_weights_only(tmp_path, family):
     """What ``_save_checkpoint`` writes for a trial of each family (config, metrics, weights and the
     task's checkpoint_extras: scalers, vocabularies) loads with weights_only=True."""
-    from hpo.analysis import load_trial_model
-    from hpo.export import load_stored_study
-    from hpo.runner import RunOptions, run_study
+    from hpo.analysis.trained import load_trial_model
+    from hpo.analysis.export import load_stored_study
+    from hpo.run.runner import RunOptions, run_study
     from hpo.spec import load_study
 
     root = Path(__file__).resolve().parents[1]
@@ -561,7 +561,7 @@ def test_every_familys_trial_checkpoint_loads_under_weights_only(tmp_path, famil
 def test_load_checkpoint_refuses_non_checkpoints(tmp_path):
     import torch
 
-    from hpo.objective import load_checkpoint
+    from hpo.run.objective import load_checkpoint
 
     sentinel = tmp_path / "pwned"
     torch.save([_Evil(sentinel)], tmp_path / "evil.pt")

@@ -1,11 +1,11 @@
-"""The one path that checks a study's data before any trial (hpo/datacheck.py)."""
+"""The one path that checks a study's data before any trial (hpo/data/validate.py)."""
 
 
 import numpy as np
 import pytest
 
 from hpo.cli import main
-from hpo.datacheck import check_splits, check_task_data, require_finite, where
+from hpo.data.validate import check_splits, check_task_data, require_finite, where
 from hpo.errors import DataError
 from hpo.tasks import Splits, get_task
 from tests.conftest import stored_studies
@@ -72,7 +72,7 @@ def test_a_dataset_too_small_for_its_splits_is_refused_before_anything_is_stored
 
 
 def test_a_valid_dataset_is_built_once_by_the_check_and_found_by_the_trials(tmp_path, monkeypatch):
-    from hpo.runner import RunOptions, run_study
+    from hpo.run.runner import RunOptions, run_study
     from hpo.spec.load import load_study
 
     monkeypatch.chdir(tmp_path)

@@ -2,7 +2,7 @@
 
 import math
 
-from hpo.diagnose import diagnose_curves, diagnose_study, summary_text
+from hpo.train.diagnose import diagnose_curves, diagnose_study, summary_text
 
 
 def _curves(train, val, **extra):

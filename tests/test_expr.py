@@ -1,6 +1,6 @@
 import pytest
 
-from hpo.expr import Expression, ExpressionError
+from hpo.spec.expr import Expression, ExpressionError
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ import sys
 import textwrap
 import time
 
-from hpo.expr import MAX_DEPTH, MAX_LENGTH, ExpressionBoundError
+from hpo.spec.expr import MAX_DEPTH, MAX_LENGTH, ExpressionBoundError
 from tests.conftest import ROOT, TOY_SPACE
 
 BOMBS = {  # name: (source, env, what the error says)

@@ -9,7 +9,7 @@ import time
 import optuna
 import pytest
 
-from hpo.runner import budget_of
+from hpo.run.budget import budget_of
 from tests.conftest import ROOT, fault_study, hpo_cli
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,10 @@
 import optuna
 import pytest
 
-from hpo.runner import RunOptions, budget_of, plan_workers, run_study
+from hpo.run.budget import budget_of
+from hpo.run.runner import RunOptions, plan_workers, run_study
 from hpo.spec import load_study
-from hpo.storage import open_storage
+from hpo.store.storage import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +145,7 @@ def test_prune_oracle_decides_as_optuna_does():
     """The per-epoch pruning shortcut gives Optuna's own decisions on the same trials."""
     import random
 
-    from hpo.objective import PruneOracle
+    from hpo.run.objective import PruneOracle
 
     rng = random.Random(0)
     for pruner in (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
@@ -180,7 +181,7 @@ def test_workers_that_all_die_at_start_are_an_error_not_a_finished_study(toy_stu
 
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "from hpo.runner import RunOptions, run_study\nfrom hpo.spec import load_study\n"
+        "from hpo.run.runner import RunOptions, run_study\nfrom hpo.spec import load_study\n"
         f"run_study(load_study({str(toy_study(n_trials=4))!r}), RunOptions(workers=2, cache_dir={str(tmp_path / 'c')!r}))\n"
     )
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
@@ -190,7 +191,7 @@ def test_workers_that_all_die_at_start_are_an_error_not_a_finished_study(toy_stu
 
 
 def test_deferred_values_write_everything_once_per_flush_and_nothing_when_empty():
-    from hpo.objective import DeferredValues
+    from hpo.run.objective import DeferredValues
 
     writes = []
     d = DeferredValues(writes.append, every=3600.0)

@@ -2,7 +2,7 @@
 
 A password-like query key in a storage URL (``?password=``, ``?token=``, ``?api_key=``, ... in any case,
 percent-encoded too) is refused like a user-info password: one line, exit 2, nothing opened or written.
-Every URL that reaches output goes through :func:`hpo.storage.redact`. ``?password_env=NAME`` keeps
+Every URL that reaches output goes through :func:`hpo.spec.urls.redact`. ``?password_env=NAME`` keeps
 working against a real PostgreSQL server, and the variable's value never appears in stdout, stderr, any
 written file or the store.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hpo.errors import SpecError, UsageError
-from hpo.storage import check_url, redact
+from hpo.spec.urls import check_url, redact
 from tests.conftest import ROOT, hpo_cli
 
 SECRET = "Hunter2-s3cr3t-XYZ"

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from hpo.errors import UsageError
-from hpo.runner import RunOptions, budget_of, run_study
+from hpo.run.budget import budget_of
+from hpo.run.runner import RunOptions, run_study
 from hpo.spec import load_study
-from hpo.storage import check_url, open_storage, redact
+from hpo.store.storage import open_storage
+from hpo.spec.urls import check_url, redact
 
 STUDY = """
 name: contract
@@ -62,7 +64,7 @@ def test_run_resume_export_contract(storage_url, tmp_path):
     assert [t.user_attrs.get("baseline") for t in trials].count("b") == 1
     assert all(t.user_attrs["curves"]["val_mae"] for t in trials)
     assert st.user_attrs["fusion_hpo"]["spec"]["name"] == "contract"
-    from hpo.export import exported, select_trials
+    from hpo.analysis.export import exported, select_trials
 
     doc = exported(st, select_trials(st)[0], storage_url)
     assert doc["config"]["epochs"] == 3 and doc["task"]["family"] == "toy"
@@ -109,7 +111,7 @@ def test_four_workers_on_sqlite_without_database_is_locked(tmp_path, report_figu
     p.write_text(STUDY.format(n=200, url=f"sqlite:///{tmp_path / 'four.db'}", artifacts=tmp_path / "art")
                  .replace("epochs: 3", "epochs: 1").replace("n_samples: 96", "n_samples: 32"))
     from hpo.spec.load import apply_sets
-    from hpo.yaml_io import load_yaml
+    from hpo.spec.yaml_io import load_yaml
 
     summary = run_study(load_study(p), RunOptions(workers=4, cache_dir=str(tmp_path / "cache"), checkpoints=False),
                         raw=apply_sets(load_yaml(p), [], str(p)), poll_seconds=0.5)
@@ -153,7 +155,7 @@ def test_out_of_memory_is_recorded_and_the_worker_keeps_serving(tmp_path):
 
 
 def test_every_store_operation_is_retried_on_lost_connections():
-    from hpo._rdb import BATCHED, RETRIED, ResilientRDBStorage
+    from hpo.store.rdb import BATCHED, RETRIED, ResilientRDBStorage
 
     for name in (*RETRIED, *BATCHED):
         if hasattr(ResilientRDBStorage, name):

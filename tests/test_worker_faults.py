@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo.runner import budget_of
+from hpo.run.budget import budget_of
 from models.toy.task import ToyTask
 from tests.conftest import ROOT, fault_study, hpo_cli
 
@@ -244,8 +244,8 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_requ
 
     import sqlite3
 
-    from hpo.runner import _fail_stale
-    from hpo.storage import open_storage
+    from hpo.run.runner import _fail_stale
+    from hpo.store.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'hb.db'}"
     ostudy = optuna.create_study(study_name="hb", storage=open_storage(url, heartbeat=True, heartbeat_interval=1,
@@ -404,7 +404,7 @@ def _ckpt_trials(tmp_path):
 def test_a_full_disk_at_checkpoint_time_keeps_the_trials_result_and_leaves_no_partial_file(tmp_path, report_figures):
     """The artifact folder is a 1 MiB tmpfs; each checkpoint is ~2 MiB: the write fails half-way
     with ENOSPC. Today the finished trial becomes FAIL with no metrics and a partial file stays."""
-    from hpo.runner import RunOptions, run_study
+    from hpo.run.runner import RunOptions, run_study
 
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -434,7 +434,7 @@ def test_a_full_disk_at_checkpoint_time_keeps_the_trials_result_and_leaves_no_pa
 def test_an_artifact_folder_that_became_a_file_keeps_the_trials_result(tmp_path):
     """Works as root too: after the first trial the artifact folder is replaced by a regular file
     (a lost share, a clean-up script): later checkpoints cannot be written; the trials stay COMPLETE."""
-    from hpo.runner import RunOptions, run_study
+    from hpo.run.runner import RunOptions, run_study
 
     artifacts = tmp_path / "artifacts"
     study = _ckpt_study(tmp_path, artifacts)
@@ -463,7 +463,7 @@ def _entry(root: Path) -> Path:
 def test_a_corrupt_cache_entry_is_detected_and_rebuilt_once(tmp_path, caplog, damage):
     import pickle
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
 
     builds = []
 
@@ -486,7 +486,7 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt_once(tmp_path, caplog, da
     else:
         path.write_bytes(pickle.dumps({"something": "else"}))
     cache = DataCache(tmp_path)
-    with caplog.at_level("WARNING", logger="hpo.cache"):
+    with caplog.at_level("WARNING", logger="hpo.data.cache"):
         assert cache.get_or_build("ns", {"k": 1}, build) == want
     assert len(builds) == 2 and cache.stats.rebuilt == 1 and cache.stats.misses == 1
     assert any("corrupt" in r.message and "rebuilding" in r.message for r in caplog.records)
@@ -497,7 +497,7 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt_once(tmp_path, caplog, da
 @pytest.mark.slow
 def test_a_study_with_a_truncated_cache_entry_goes_on(toy_study, tmp_path):
     """Today a truncated entry failed every trial until max_consecutive_failures stopped the study."""
-    from hpo.runner import RunOptions, run_study
+    from hpo.run.runner import RunOptions, run_study
     from hpo.spec import load_study
 
     path = toy_study(n_trials=1)
@@ -507,14 +507,14 @@ def test_a_study_with_a_truncated_cache_entry_goes_on(toy_study, tmp_path):
     entry.write_bytes(entry.read_bytes()[:100])
     summary = run_study(load_study(path, ["budget.n_trials=3"]), opts)
     assert summary.budget.failed == 0 and summary.budget.used == 3 and summary.budget.complete + summary.budget.pruned == 3
-    from hpo.cache import _read_entry
+    from hpo.data.cache import _read_entry
 
     assert _read_entry(_entry(tmp_path / "cache")) is not None  # rebuilt whole on disk
 
 
 # ------------------------------------------------------------------------------ 7. same name, different spec
 def test_spec_changes_name_what_differs_and_ignore_the_budget():
-    from hpo.runner import spec_changes
+    from hpo.run.runner import spec_changes
 
     base = {"name": "s", "task": {"family": "toy", "dataset": {"n_samples": 160}}, "objectives": ["val_mae"],
             "space": {"params": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2}}, "baselines": {}},
@@ -582,7 +582,7 @@ def test_a_second_study_file_with_the_same_name_is_refused_unless_asked(toy_stud
 CREATE_AT_ONCE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from hpo.runner import create_or_load, prepare
+    from hpo.run.runner import create_or_load, prepare
     from hpo.spec.load import load_study
     study_file, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     study = load_study(study_file)

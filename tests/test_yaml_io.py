@@ -1,7 +1,7 @@
 import pytest
 
 from hpo.errors import SpecError
-from hpo.yaml_io import loads_yaml
+from hpo.spec.yaml_io import loads_yaml
 
 
 def test_yaml12_floats_are_numbers():
@@ -22,7 +22,7 @@ import json
 import re
 import time
 
-from hpo.yaml_io import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_yaml
+from hpo.spec.yaml_io import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_yaml
 
 
 def billion_laughs(levels: int = 9) -> str:

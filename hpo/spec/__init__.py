@@ -1,6 +1,6 @@
 """Declarative search spaces and studies: YAML -> validated pydantic models -> compiled objects.
 
-- :mod:`hpo.spec.models`: the file formats (pydantic v2, ``extra="forbid"``, tagged unions on ``type``).
+- :mod:`hpo.spec.schema`: the file formats (pydantic v2, ``extra="forbid"``, tagged unions on ``type``).
 - :mod:`hpo.spec.space`: :class:`CompiledSpace`, the define-by-run sampler of a space.
 - :mod:`hpo.spec.load`: :func:`load_study` / :func:`load_space`, which validate everything and raise
   one :class:`hpo.errors.SpecError` listing every problem as ``file: key: rule, but got X``.

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from pydantic import TypeAdapter, ValidationError
 
 from hpo.errors import Problem, SpecError, UnknownNameError, closest, name_rule
-from hpo.expr import Expression, ExpressionError
-from hpo.spec.errors import problems_from_validation, union_members
-from hpo.spec.models import SearchSpaceSpec, StudySpec
+from hpo.spec.expr import Expression, ExpressionError
+from hpo.spec.pydantic_errors import problems_from_validation, union_members
+from hpo.spec.schema import SearchSpaceSpec, StudySpec
 from hpo.spec.space import Baseline, CompiledSpace, Constraint, ParamDef
-from hpo.yaml_io import load_yaml, loads_yaml
+from hpo.spec.yaml_io import load_yaml, loads_yaml
 
 if TYPE_CHECKING:
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from hpo.tasks.base import DatasetSpec, Task
 
 logger = logging.getLogger(__name__)

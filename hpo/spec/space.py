@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from hpo.expr import Expression, ExpressionError
+from hpo.spec.expr import Expression, ExpressionError
 
 if TYPE_CHECKING:
     import optuna

@@ -44,7 +44,7 @@ from hpo.errors import Problem, TestSplitAccessError, unknown_name_message
 if TYPE_CHECKING:
     import torch
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
 
 
 def _resolve_data_path(value: Path, info: ValidationInfo) -> Path:
@@ -184,11 +184,11 @@ class Task(abc.ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: whether ``target`` must be given in the study's task section
     needs_target: ClassVar[bool] = True
-    #: analyses of trained models: name -> "package.module:function" (see :mod:`hpo.analysis`)
+    #: analyses of trained models: name -> "package.module:function" (see :mod:`hpo.analysis.trained`)
     analyses: ClassVar[dict[str, str]] = {}
 
     def __init__(self, dataset: DatasetSpec, target: str | None = None, cache: "DataCache | None" = None) -> None:
-        from hpo.cache import DataCache
+        from hpo.data.cache import DataCache
 
         self.dataset = dataset
         self.target = target

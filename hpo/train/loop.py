@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from hpo.errors import Pruned
-from hpo.interrupt import check as check_interrupt
+from hpo.train.interrupt import check as check_interrupt
 from hpo.train.optim import make_optimizer, make_scheduler, steps_per_epoch
 from hpo.train.setup import resolve_device, seed_everything
 

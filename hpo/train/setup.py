@@ -1,4 +1,4 @@
-"""Process-level helpers for a training run: seeding and device choice."""
+"""Process-level helpers for a training run: seeding, device choice and the worker's identity."""
 
 from __future__ import annotations
 
@@ -35,3 +35,10 @@ def cpu_threads() -> int:
 
 def visible_gpus() -> str | None:
     return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def worker_id() -> str:
+    """``host:pid`` of this worker (stored with each trial: which machine and process ran it)."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"

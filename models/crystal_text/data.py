@@ -34,7 +34,7 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 from pydantic import Field, model_validator
 
-from hpo.datacheck import MAX_LISTED, require_finite, where
+from hpo.data.validate import MAX_LISTED, require_finite, where
 from hpo.errors import DataError, Problem, closest, show
 from hpo.tasks import DataPath, DatasetSpec
 

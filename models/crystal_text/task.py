@@ -12,7 +12,7 @@ import logging
 import math
 from typing import Any, Optional
 
-from hpo.cache import fingerprint
+from hpo.data.cache import fingerprint
 from hpo.errors import Problem
 from hpo.tasks import Splits, StepOutput, Task, register_task
 from models.crystal_text.config import CrystalDataConfig, CrystalTextConfig

@@ -5,7 +5,7 @@ Three formats, chosen by ``task.dataset.format`` (paths resolve against the stud
 ``deepdta``
     The folder layout of DeepDTA (Öztürk et al. 2018; ``data/davis``, ``data/kiba``): ``ligands_can.txt``
     (JSON object id -> SMILES, rows of ``Y``), ``proteins.txt`` (JSON object name -> sequence, columns of
-    ``Y``), the affinity matrix ``Y`` (a pickle, read with :func:`hpo.safe_pickle.load_data_pickle`, or
+    ``Y``), the affinity matrix ``Y`` (a pickle, read with :func:`hpo.data.safe_pickle.load_data_pickle`, or
     whitespace-separated text; NaN marks unmeasured pairs) and ``folds/``. Fold indices index the
     flattened measured pairs ``rows, cols = np.where(~np.isnan(Y))``. **Splits**: the official test
     fold is the test split; DeepDTA picked hyperparameters by cross-validation over the five training
@@ -47,8 +47,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from hpo.datacheck import MAX_LISTED, more_suffix, require_finite
-from hpo.datacheck import where as _where
+from hpo.data.validate import MAX_LISTED, more_suffix, require_finite
+from hpo.data.validate import where as _where
 from hpo.errors import DataError, Problem, show
 from hpo.tasks import DataPath, DatasetSpec
 
@@ -427,7 +427,7 @@ def _no_shared_pairs(folds: list[tuple[Path, str, np.ndarray]], n: int, ids: _Pa
 def load_affinity_matrix(path: Path, fmt: str = "auto") -> np.ndarray:
     """DeepDTA's ``Y``: a (restricted) pickle or a whitespace-separated text matrix, as float64.
     NaN (``nan`` in text) marks a pair that was not measured; anything else must be a number."""
-    from hpo.safe_pickle import load_data_pickle
+    from hpo.data.safe_pickle import load_data_pickle
 
     if not path.is_file():
         raise DataError(f"{path}: must be an existing affinity matrix file, but got none")

@@ -35,8 +35,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from hpo.datacheck import MAX_LISTED, more_suffix, require_finite
-from hpo.datacheck import where as _where
+from hpo.data.validate import MAX_LISTED, more_suffix, require_finite
+from hpo.data.validate import where as _where
 from hpo.errors import DataError, Problem
 from hpo.tasks import DataPath, DatasetSpec
 

@@ -7,7 +7,7 @@ are ragged CSV rows, object arrays, truncated files and adjacencies of the wrong
 raises :class:`hpo.errors.DataError` as ``file: where: what must hold, but got X``.
 
 Nothing in a data file is ever run: ``.npz``/``.npy`` are read with ``allow_pickle=False``, pickles
-with :mod:`hpo.safe_pickle`, and HDF5 files with h5py, reading only the numeric arrays of pandas'
+with :mod:`hpo.data.safe_pickle`, and HDF5 files with h5py, reading only the numeric arrays of pandas'
 frame layout (PyTables, and so ``pandas.read_hdf``, unpickles node attributes and object columns as
 soon as it opens a node).
 
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import numpy as np
 
 from hpo.errors import DataError
-from hpo.safe_pickle import load_data_pickle
+from hpo.data.safe_pickle import load_data_pickle
 
 if TYPE_CHECKING:
     import torch
@@ -410,7 +410,7 @@ def _h5_layout(f, path: Path, k: str) -> tuple[list[str], list[_Block], int, str
 def _pickled_attr(node, name: str, path: Path, where: str) -> Any:
     """A pandas attribute that PyTables stored pickled (lists of names), read with the restricted
     unpickler: plain lists, tuples and strings only."""
-    from hpo.safe_pickle import loads_data_pickle
+    from hpo.data.safe_pickle import loads_data_pickle
 
     if name not in node.attrs:
         raise _bad(path, f"{where} attribute {name}", "must be present (pandas writes it)", "nothing")

@@ -15,7 +15,7 @@ Loss: masked MAE (or Huber / MSE, ``loss``) in data units, computed after mappin
 scaled outputs back with the training scaler; missing targets (0) are ignored.
 
 Data are read, split, scaled and windowed once per (file content, dataset settings, data config)
-and cached (:class:`hpo.cache.DataCache`); a trial only builds the model and its loaders.
+and cached (:class:`hpo.data.cache.DataCache`); a trial only builds the model and its loaders.
 """
 
 from __future__ import annotations

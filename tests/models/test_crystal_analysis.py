@@ -6,8 +6,8 @@ import optuna
 import pytest
 import torch
 
-from hpo.analysis import run_analysis
-from hpo.runner import RunOptions, run_study
+from hpo.analysis.trained import run_analysis
+from hpo.run.runner import RunOptions, run_study
 from hpo.spec import load_study
 from models.crystal_text.analysis import linear_cka
 

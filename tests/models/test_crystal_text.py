@@ -20,7 +20,7 @@ from ase import Atoms  # noqa: E402
 from ase.build import bulk  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from hpo.cache import DataCache  # noqa: E402
+from hpo.data.cache import DataCache  # noqa: E402
 from hpo.errors import DataError  # noqa: E402
 from hpo.tasks import get_task  # noqa: E402
 from hpo.train import fit  # noqa: E402

@@ -26,8 +26,8 @@ pytest.importorskip("spglib")
 
 from ase.build import bulk  # noqa: E402
 
-from hpo.cache import DataCache  # noqa: E402
-from hpo.datacheck import check_task_data  # noqa: E402
+from hpo.data.cache import DataCache  # noqa: E402
+from hpo.data.validate import check_task_data  # noqa: E402
 from hpo.errors import DataError  # noqa: E402
 from models.crystal_text import CrystalTextTask  # noqa: E402
 from models.crystal_text.graphs import build_crystal_graph  # noqa: E402

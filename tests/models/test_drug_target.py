@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from hpo import errors
 from hpo.errors import DataError
-from hpo.safe_pickle import UnsafePickleError
+from hpo.data.safe_pickle import UnsafePickleError
 from hpo.tasks import get_task
 from hpo.train import fit
 from models.drug_target.compare import FIGURE_IDS, compare_runs, improvement
@@ -228,7 +228,7 @@ def test_tokenize_char_and_regex():
 
 
 def test_cache_and_locked_test_split(Task, tmp_path):
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
 
     write_csv(tmp_path / "k.csv")
     spec = DTADataset.model_validate({"format": "csv", "path": str(tmp_path / "k.csv")})

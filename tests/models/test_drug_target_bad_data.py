@@ -247,7 +247,7 @@ def assert_lines_name_file_and_value(message: str, file_hint: str):
     lines = [line for line in message.splitlines() if line.strip()]
     assert lines, message
     for line in lines:
-        # (the pickle reader, hpo/safe_pickle.py, says "..., but reading it failed: X")
+        # (the pickle reader, hpo/data/safe_pickle.py, says "..., but reading it failed: X")
         assert ": " in line and (", but got " in line or ", but reading it failed" in line), line
         head = line.split(": ", 1)[0]
         assert head.endswith(file_hint) or head == file_hint, (file_hint, line)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from hpo.cache import DataCache
+from hpo.data.cache import DataCache
 from hpo.errors import DataError
-from hpo.safe_pickle import UnsafePickleError
+from hpo.data.safe_pickle import UnsafePickleError
 from hpo.tasks import get_task
 from hpo.train import TrainConfig, fit
 from models.traffic import TrafficConfig, TrafficDataConfig, TrafficDataset, TrafficTask
@@ -676,7 +676,7 @@ def test_smoke_study_data_is_small():
 
 
 def test_train_stride_subsamples_training_windows_only(tmp_path):
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
 
     T = get_task("traffic")
     task = T(T.DatasetSpec.model_validate({"format": "synthetic", "n_nodes": 5, "n_days": 1.0}), None, DataCache(tmp_path))

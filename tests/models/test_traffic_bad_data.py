@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from hpo.cache import DataCache
+from hpo.data.cache import DataCache
 from hpo.errors import DataError
 from models.traffic import TrafficDataConfig, TrafficDataset, TrafficTask
 

@@ -142,7 +142,7 @@ def check_task_data(task: "Task", data_cfgs: Iterable[Any]) -> list[str]:
 
 def check_study_data(study: "Study", cache_dir: str | os.PathLike | None = "runs/cache") -> None:
     """Raise :class:`DataError` (exit 2) with every problem of the study's data, before any trial."""
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
 
     task = study.make_task(DataCache(cache_dir))
     problems = check_task_data(task, data_configs(study))

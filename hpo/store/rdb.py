@@ -64,7 +64,7 @@ from hpo.errors import StoreError, show
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-logger = logging.getLogger("hpo.storage")
+logger = logging.getLogger("hpo.store.storage")
 
 RECONNECT_TIMEOUT = 300.0  # seconds a worker keeps retrying a store that went away
 SCHEMA_RACE_RETRIES = 20  # times the constructor re-runs after losing a schema-creation race
@@ -183,7 +183,8 @@ def schema_race(e: BaseException) -> bool:
 
 
 def _where(url: str) -> str:
-    from hpo.storage import redact, sqlite_path
+    from hpo.store.storage import sqlite_path
+    from hpo.spec.urls import redact
 
     if url.startswith("sqlite"):
         path = sqlite_path(url)
@@ -206,7 +207,7 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         its tables to it. (Unreadable files are left to the constructor, which says what is wrong.)"""
         import sqlite3
 
-        from hpo.storage import sqlite_path
+        from hpo.store.storage import sqlite_path
 
         path = sqlite_path(url)
         if path is None or not path.is_file() or path.stat().st_size == 0:

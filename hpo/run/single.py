@@ -34,7 +34,7 @@ def job_from_export(doc: dict, file: str) -> TrainJob:
     from pydantic import ValidationError
 
     from hpo.errors import UnknownNameError, name_rule
-    from hpo.spec.errors import problems_from_validation
+    from hpo.spec.pydantic_errors import problems_from_validation
     from hpo.tasks import available_task_names, get_task
 
     task_sec = doc["task"]
@@ -112,7 +112,7 @@ def run_job(job: TrainJob, *, device: str | None = None, out_dir: str | os.PathL
     Returns the fit result and the checkpoint path (or None)."""
     import torch
 
-    from hpo.cache import DataCache
+    from hpo.data.cache import DataCache
     from hpo.train import fit
 
     task = job.task_cls(job.dataset, job.target, DataCache(cache_dir))

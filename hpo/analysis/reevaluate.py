@@ -28,7 +28,7 @@ ATTR = "reevaluation"
 
 def configs_to_reevaluate(ostudy: "optuna.Study", top: int, baselines: bool = True) -> list[tuple[str, int, dict]]:
     """(label, trial number, config) of the top-K trials and of each named baseline."""
-    from hpo.export import select_trials
+    from hpo.analysis.export import select_trials
 
     out: list[tuple[str, int, dict]] = []
     for rank, t in enumerate(select_trials(ostudy, top), start=1):
@@ -56,8 +56,8 @@ def reevaluate(
 ) -> dict[str, Any]:
     import torch
 
-    from hpo.cache import DataCache
-    from hpo.runner import RECORD_ATTR
+    from hpo.data.cache import DataCache
+    from hpo.store.record import RECORD_ATTR
     from hpo.tasks import get_task
     from hpo.train import fit
     from hpo.train.loop import evaluate, predict

@@ -31,7 +31,7 @@ def sampler_seed(study: "Study", worker: int | None = 0, identity: str | None = 
     if worker is not None:
         return base + worker
     if identity is None:
-        from hpo.objective import worker_id
+        from hpo.train.setup import worker_id
 
         identity = f"{worker_id()}@{time.time_ns()}"
     return int.from_bytes(hashlib.sha256(f"{base}/{identity}".encode()).digest()[:4], "big") >> 1

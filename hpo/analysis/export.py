@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import Problem, SpecError, UsageError
-from hpo.storage import open_storage, redact
+from hpo.store.storage import open_storage
+from hpo.spec.urls import redact
 
 if TYPE_CHECKING:
     import optuna
@@ -41,7 +42,7 @@ def select_trials(ostudy: "optuna.Study", top: int = 1) -> list["FrozenTrial"]:
 
     if top < 1:
         raise UsageError(f"--top must be >= 1, but got {top}")
-    from hpo.storage import full_trial, light_trials
+    from hpo.store.storage import full_trial, light_trials
 
     done = light_trials(ostudy, states=(TrialState.COMPLETE,), without_user_attrs=None)  # ranked on values; the chosen read whole
     if not done:
@@ -69,7 +70,7 @@ def pareto_front(trials: list["FrozenTrial"], directions) -> list["FrozenTrial"]
 
 
 def exported(ostudy: "optuna.Study", trial: "FrozenTrial", storage_url: str, rank: int = 1) -> dict[str, Any]:
-    from hpo.runner import RECORD_ATTR
+    from hpo.store.record import RECORD_ATTR
 
     record = ostudy.user_attrs.get(RECORD_ATTR)
     if not record:
@@ -134,7 +135,7 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def read_exported(path: str | Path) -> dict:
-    from hpo.yaml_io import load_yaml
+    from hpo.spec.yaml_io import load_yaml
 
     doc = load_yaml(path)
     problems = []

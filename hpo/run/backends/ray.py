@@ -7,7 +7,7 @@
 - Early stopping: Tune's ``ASHAScheduler`` or ``HyperBandScheduler`` on the monitored val metric per
   epoch (Ray's OptunaSearch always uses Optuna's NopPruner). A trial stopped by the scheduler is
   recorded as PRUNED with ``stop_reason: pruned``.
-- Training: the same trial body as the local backend (:meth:`hpo.objective.TrialObjective.run_config`)
+- Training: the same trial body as the local backend (:meth:`hpo.run.objective.TrialObjective.run_config`)
   in Ray workers with ``tune.with_resources``; they write curves, metrics, diagnosis and the best
   checkpoint to the store and artifact folder themselves (curves after every epoch, so a stopped
   trial keeps them). For a multi-node cluster, use a store and an artifact folder every node reaches.
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpo.errors import HpoError, UsageError
-from hpo.objective import DeferredValues, TrialHandle
+from hpo.run.objective import DeferredValues, TrialHandle
 
 if TYPE_CHECKING:
-    from hpo.runner import RunOptions, RunSummary
+    from hpo.run.runner import RunOptions, RunSummary
     from hpo.spec.load import Study
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class RayHandle(TrialHandle):
             pass  # stopped by the scheduler and recorded by the driver meanwhile
 
     def upload(self, artifacts: Any, path: str) -> str:
-        from hpo.objective import upload_whole  # written whole, then recorded: no partial file on failure
+        from hpo.run.objective import upload_whole  # written whole, then recorded: no partial file on failure
 
         return upload_whole(artifacts, path, self.storage, self.trial_id)
 
@@ -104,10 +104,10 @@ def _trainable(config: dict, payload: dict) -> None:
 
     key = payload["key"]
     if key not in _WORKER_CACHE:
-        from hpo.cache import DataCache
-        from hpo.objective import TrialObjective
+        from hpo.data.cache import DataCache
+        from hpo.run.objective import TrialObjective
         from hpo.spec.load import study_from_dict
-        from hpo.storage import artifact_store, open_storage
+        from hpo.store.storage import artifact_store, open_storage
 
         study = study_from_dict(payload["raw"], base_dir=Path(payload["base_dir"]), file=payload["file"], check_data=False)
         task = study.make_task(DataCache(payload["cache_dir"]))
@@ -200,10 +200,12 @@ def run_ray(
     from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
-    from hpo.objective import TrialObjective
-    from hpo.runner import Placement, RunSummary, best_trials, budget_of, create_or_load, prepare
+    from hpo.run.objective import TrialObjective
+    from hpo.run.budget import budget_of
+    from hpo.run.runner import Placement, RunSummary, best_trials, create_or_load, prepare
     from hpo.search import build_sampler
-    from hpo.storage import open_storage, redact
+    from hpo.store.storage import open_storage
+    from hpo.spec.urls import redact
 
     raw = raw or study.raw
     if not raw:
@@ -219,7 +221,7 @@ def run_ray(
         raise UsageError(f"{study.file}: no budget: set budget.n_trials or budget.timeout, or pass --trials / --timeout")
 
     t0 = time.monotonic()
-    from hpo.datacheck import check_study_data
+    from hpo.data.validate import check_study_data
 
     check_study_data(study, opts.cache_dir)  # bad data is refused before the study is created
     ostudy = create_or_load(study, storage_url, study_name, heartbeat=False, resume_changed=opts.resume_changed)

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hpo.errors import HpoError, UsageError
-from hpo.storage import open_storage, redact
+from hpo.run.budget import Budget, budget_of
+from hpo.store.record import NOT_TRAINED, RECORD_ATTR, RERUN
+from hpo.store.storage import open_storage
+from hpo.spec.urls import redact
 
 if TYPE_CHECKING:
     import optuna
@@ -30,9 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RECORD_ATTR = "fusion_hpo"  # study user attr holding the study spec
-NOT_TRAINED = ("constraint", "invalid_config", "surplus")  # stop reasons of trials that did not train
-RERUN = ("interrupted",)  # stop reasons of trials that are run again
 
 
 class StudyAborted(HpoError):
@@ -53,23 +53,6 @@ class RunOptions:
     checkpoints: bool = True
     threads: int | None = None  # torch CPU threads per worker (default: cores // workers)
     resume_changed: bool = False  # continue a stored study whose task/dataset/objectives/space differ
-
-
-@dataclass
-class Budget:
-    """Trial counts of a study, as the budget sees them."""
-
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    running: int = 0
-    waiting: int = 0
-    rejected: int = 0  # constraint / invalid config (not trained)
-    rerun: int = 0  # failed or interrupted, re-queued
-
-    @property
-    def used(self) -> int:
-        return self.complete + self.pruned + self.failed
 
 
 @dataclass
@@ -248,35 +231,6 @@ def _drop_duplicate_enqueues(ostudy: "optuna.Study") -> None:
                 logger.debug("duplicate enqueue of trial #%d not dropped: %s", t.number, e)
 
 
-def budget_of(trials: Sequence["FrozenTrial"], before: int | None = None) -> Budget:
-    """Count trials as the budget sees them (only those numbered below ``before``, if given)."""
-    b = Budget()
-    retried = set()
-    for t in trials:
-        retried.update(t.system_attrs.get("retry_history", []))
-        if "rerun_of" in t.user_attrs:
-            retried.add(t.user_attrs["rerun_of"])
-    for t in trials:
-        if before is not None and t.number >= before:
-            continue
-        state, reason = t.state.name, t.user_attrs.get("stop_reason")
-        if state == "RUNNING":
-            b.running += 1
-        elif state == "WAITING":
-            b.waiting += 1
-        elif reason in NOT_TRAINED:
-            b.rejected += 1
-        elif state == "FAIL" and (t.number in retried or reason in RERUN):
-            b.rerun += 1
-        elif state == "COMPLETE":
-            b.complete += 1
-        elif state == "PRUNED":
-            b.pruned += 1
-        elif state == "FAIL":
-            b.failed += 1
-    return b
-
-
 def best_trials(ostudy: "optuna.Study") -> list["FrozenTrial"]:
     try:
         return list(ostudy.best_trials) if len(ostudy.directions) > 1 else [ostudy.best_trial]
@@ -350,10 +304,10 @@ def run_worker(
     trial that another worker failed meanwhile (its heartbeat went stale during a store outage) is
     dropped with one line and the worker serves the next one.
     """
-    from hpo.cache import DataCache
-    from hpo.objective import TrialObjective
+    from hpo.data.cache import DataCache
+    from hpo.run.objective import TrialObjective
     from hpo.search import sampler_seed
-    from hpo.storage import artifact_store
+    from hpo.store.storage import artifact_store
 
     opts = opts or RunOptions()
     seed = sampler_seed(study, worker)
@@ -371,7 +325,7 @@ def run_worker(
 
     import optuna
 
-    from hpo.interrupt import check as check_interrupt
+    from hpo.train.interrupt import check as check_interrupt
 
     heartbeat = _has_heartbeat(ostudy)
     while True:
@@ -577,7 +531,7 @@ def _worker_main(payload: dict) -> None:
     torch.set_num_threads(placement.threads)
     from hpo.spec.load import study_from_dict
 
-    from hpo.interrupt import graceful_sigint
+    from hpo.train.interrupt import graceful_sigint
 
     study = study_from_dict(payload["raw"], base_dir=Path(payload["base_dir"]), file=payload["file"], check_data=False)
     try:
@@ -623,7 +577,7 @@ def run_study(
     placements = plan_workers(opts.workers, gpus, os.cpu_count() or 1, opts.threads)
 
     t0 = time.monotonic()
-    from hpo.datacheck import check_study_data
+    from hpo.data.validate import check_study_data
 
     check_study_data(study, opts.cache_dir)  # bad data is refused before the study is created
     ostudy = create_or_load(study, storage_url, study_name, heartbeat=True, resume_changed=opts.resume_changed)
@@ -693,7 +647,7 @@ def _run_processes(study, raw, storage_url, study_name, n_trials, timeout, place
         procs.append(proc)
     ostudy = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=False))
     seen: set[int] = {t.number for t in ostudy.get_trials(deepcopy=False) if t.state.is_finished()}
-    from hpo.interrupt import check as check_interrupt
+    from hpo.train.interrupt import check as check_interrupt
 
     try:
         while any(p.is_alive() for p in procs):
@@ -703,7 +657,7 @@ def _run_processes(study, raw, storage_url, study_name, n_trials, timeout, place
     except KeyboardInterrupt:
         import signal
 
-        from hpo.interrupt import last_signal
+        from hpo.train.interrupt import last_signal
 
         if last_signal() not in (None, signal.SIGINT):  # Ctrl-C reached them from the terminal; SIGTERM did not
             for p in procs:

@@ -51,7 +51,7 @@ def _problem(path: str, loc: tuple, errs: list[dict], root: type[BaseModel], dat
     first = errs[0]
     got = _value_at(data, loc)
     if isinstance(got, str) and "://" in got:  # a URL is shown without its secrets (storage: ...?password=)
-        from hpo.storage import redact
+        from hpo.spec.urls import redact
 
         got = redact(got)
     if "extra_forbidden" in kinds:

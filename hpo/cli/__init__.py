@@ -55,10 +55,10 @@ class _ProgressState:
 
 def _stored(args: argparse.Namespace):
     """(storage URL, the stored study named by args.study_name) for the commands that read a store."""
-    from hpo.export import load_stored_study
+    from hpo.analysis.export import load_stored_study
     from hpo.spec.load import DEFAULT_STORAGE
 
-    from hpo.storage import check_url
+    from hpo.spec.urls import check_url
 
     url = args.storage or DEFAULT_STORAGE
     check_url(url)
@@ -95,8 +95,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from hpo.runner import RunOptions
-    from hpo.storage import check_url
+    from hpo.run.runner import RunOptions
+    from hpo.spec.urls import check_url
 
     if args.storage:
         check_url(args.storage)  # a password in --storage is refused before anything reads or writes
@@ -118,7 +118,7 @@ def _options(args: argparse.Namespace):
 
 def _load(args: argparse.Namespace, check_data: bool = True):
     from hpo.spec.load import apply_sets, load_study
-    from hpo.yaml_io import load_yaml
+    from hpo.spec.yaml_io import load_yaml
 
     study = load_study(args.study, args.sets, check_data=check_data)
     raw = apply_sets(load_yaml(args.study), args.sets, args.study)
@@ -131,11 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = _options(args)
     backend = args.backend or study.spec.backend
     if backend == "ray":
-        from hpo.backends.ray_backend import run_ray
+        from hpo.run.backends.ray import run_ray
 
         summary = run_ray(study, opts, address=args.address, raw=raw, on_trial=_trial_printer(study), on_start=_start_printer(study))
     else:
-        from hpo.runner import run_study
+        from hpo.run.runner import run_study
 
         with _progress() as progress:
             summary = run_study(study, opts, raw=raw, on_trial=_trial_printer(study, progress), on_start=_start_printer(study, progress))
@@ -147,8 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _publish(study, summary, opts) -> None:
     """Attach learning curves and the diagnosis to the study in optuna-dashboard (best effort)."""
     try:
-        from hpo.export import load_stored_study
-        from hpo.report import publish_to_dashboard
+        from hpo.analysis.export import load_stored_study
+        from hpo.analysis.report import publish_to_dashboard
 
         publish_to_dashboard(load_stored_study(study.storage_url(opts.storage), summary.study_name))
     except Exception as e:  # the study itself is complete and stored; say why the notes are missing
@@ -177,7 +177,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
     study, _ = _load(args)
     opts = _options(args)
-    from hpo.datacheck import check_study_data
+    from hpo.data.validate import check_study_data
 
     check_study_data(study, opts.cache_dir)  # bad data is refused before this worker serves a trial
     import optuna
@@ -185,8 +185,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from hpo.export import load_stored_study
-    from hpo.runner import run_worker
+    from hpo.analysis.export import load_stored_study
+    from hpo.run.runner import run_worker
 
     storage_url = study.storage_url(opts.storage)
     name = opts.study_name or study.name
@@ -208,10 +208,10 @@ def _create_args(p: argparse.ArgumentParser) -> None:
 
 @command("create", "create the study in the store and enqueue its baselines, without running trials", _create_args)
 def cmd_create(args: argparse.Namespace) -> int:
-    from hpo.runner import create_or_load, prepare
-    from hpo.storage import redact
+    from hpo.run.runner import create_or_load, prepare
+    from hpo.spec.urls import redact
 
-    from hpo.datacheck import check_study_data
+    from hpo.data.validate import check_study_data
 
     study, _ = _load(args)
     opts = _options(args)
@@ -228,7 +228,7 @@ def _start_printer(study, progress=None):
         b = info["budget"]
         ds = study.record.get("dataset", {})
         fmt = ds.get("format", "?") if isinstance(ds, dict) else "?"
-        from hpo.storage import redact
+        from hpo.spec.urls import redact
 
         out(f"study {info['study_name']} · {redact(info['storage'])} · task {study.task_cls.name} ({fmt}"
             + (f", target {study.spec.task.target}" if study.spec.task.target else "") + ")")
@@ -250,7 +250,8 @@ def _start_printer(study, progress=None):
 
 
 def _trial_printer(study, progress=None):
-    from hpo.runner import NOT_TRAINED, best_trials, describe_trial
+    from hpo.run.runner import best_trials, describe_trial
+    from hpo.store.record import NOT_TRAINED
 
     metrics = [o.metric for o in study.objectives]
 
@@ -288,8 +289,8 @@ class _progress:
 def _print_summary(study, summary, opts) -> None:
     import optuna
 
-    from hpo.export import exported, load_stored_study
-    from hpo.yaml_io import dump_yaml
+    from hpo.analysis.export import exported, load_stored_study
+    from hpo.spec.yaml_io import dump_yaml
 
     b = summary.budget
     out(f"\ndone ({summary.stopped_because}): {b.used} trials trained ({b.complete} complete, {b.pruned} pruned, {b.failed} failed)"
@@ -316,7 +317,7 @@ def _print_summary(study, summary, opts) -> None:
             out(f"checkpoint: artifact {first.user_attrs['checkpoint']} in {study.artifacts_dir(opts.artifacts)}")
     else:
         out("no complete trial yet")
-    from hpo.storage import redact
+    from hpo.spec.urls import redact
 
     storage_flag = f" --storage {redact(summary.storage)}" if opts.storage or study.spec.storage else ""
     out(f"store:     {redact(summary.storage)} (study {summary.study_name!r})")
@@ -342,7 +343,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, args.sets, check_data=not args.no_data)
     if not args.no_data:
-        from hpo.datacheck import check_study_data
+        from hpo.data.validate import check_study_data
 
         check_study_data(study)  # reads the dataset as a trial would; every problem, exit 2
     space = study.space
@@ -357,7 +358,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out(f"  baselines  {', '.join(space.baselines) or 'none'}")
     out(f"  sampler    {study.spec.sampler.type} · pruner {study.spec.pruner.type} · budget {study.spec.budget.n_trials or '-'} trials"
         + (f", max {study.spec.budget.max_epochs} epochs" if study.spec.budget.max_epochs else ""))
-    from hpo.storage import redact
+    from hpo.spec.urls import redact
 
     out(f"  storage    {redact(study.storage_url())}")
     return 0
@@ -379,13 +380,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", "train one config: an exported one (--config) or one of a study's space (-p / --baseline)", _train_args)
 def cmd_train(args: argparse.Namespace) -> int:
     from hpo.errors import UsageError
-    from hpo.single import job_from_export, job_from_study, run_job
-    from hpo.yaml_io import loads_yaml
+    from hpo.run.single import job_from_export, job_from_study, run_job
+    from hpo.spec.yaml_io import loads_yaml
 
     if bool(args.config) == bool(args.study):
         raise UsageError("hpo train: give either --config FILE or a study file (with -p KEY=VALUE or --baseline NAME)")
     if args.config:
-        from hpo.export import read_exported
+        from hpo.analysis.export import read_exported
 
         job = job_from_export(read_exported(args.config), args.config)
         name = f"{job.source.get('study', 'config')}-trial{job.source.get('trial', '')}"
@@ -436,8 +437,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from hpo.export import as_cli, exported, select_trials
-    from hpo.yaml_io import dump_yaml
+    from hpo.analysis.export import as_cli, exported, select_trials
+    from hpo.spec.yaml_io import dump_yaml
 
     url, ostudy = _stored(args)
     trials = select_trials(ostudy, args.top)
@@ -475,9 +476,10 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.runner import budget_of
+    from hpo.run.budget import budget_of
     from hpo.spec.load import DEFAULT_STORAGE
-    from hpo.storage import open_storage, redact
+    from hpo.store.storage import open_storage
+    from hpo.spec.urls import redact
 
     url = args.storage or DEFAULT_STORAGE
     storage = open_storage(url, heartbeat=False)
@@ -485,7 +487,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.study_name:
         summaries = [s for s in summaries if s.study_name == args.study_name]
         if not summaries:
-            from hpo.export import load_stored_study
+            from hpo.analysis.export import load_stored_study
 
             load_stored_study(url, args.study_name)  # raises with the known names
     out(f"{redact(url)}: {len(summaries)} stud{'y' if len(summaries) == 1 else 'ies'}")
@@ -518,7 +520,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_dashboard import run_server
 
     from hpo.spec.load import DEFAULT_ARTIFACTS, DEFAULT_STORAGE
-    from hpo.storage import artifact_store, open_storage, redact
+    from hpo.store.storage import artifact_store, open_storage
+    from hpo.spec.urls import redact
 
     url = args.storage or DEFAULT_STORAGE
     storage = open_storage(url, heartbeat=False)
@@ -537,8 +540,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("report", "write a self-contained HTML report of a study (and attach curves + diagnosis to the dashboard)", _report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from hpo.report import build_report, publish_to_dashboard
-    from hpo.storage import redact
+    from hpo.analysis.report import build_report, publish_to_dashboard
+    from hpo.spec.urls import redact
 
     url, ostudy = _stored(args)
     t0 = time.monotonic()
@@ -562,10 +565,10 @@ def _narrow_args(p: argparse.ArgumentParser) -> None:
 def cmd_narrow(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo.narrow import narrow_space
+    from hpo.analysis.narrow import narrow_space
     from hpo.spec.load import load_space
     from hpo.tasks import get_task
-    from hpo.yaml_io import dump_yaml
+    from hpo.spec.yaml_io import dump_yaml
 
     url, ostudy = _stored(args)
     space, facts = narrow_space(ostudy, args.top, args.margin)
@@ -599,7 +602,7 @@ def _reevaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("reevaluate", "retrain the top configs and the plans with several seeds and score them on the test split", _reevaluate_args)
 def cmd_reevaluate(args: argparse.Namespace) -> int:
-    from hpo.reevaluate import reevaluate
+    from hpo.analysis.reevaluate import reevaluate
 
     url, ostudy = _stored(args)
 
@@ -634,8 +637,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     import json
 
-    from hpo.analysis import run_analysis
-    from hpo.export import select_trials
+    from hpo.analysis.trained import run_analysis
+    from hpo.analysis.export import select_trials
     from hpo.spec.load import DEFAULT_ARTIFACTS
 
     _, ostudy = _stored(args)
@@ -658,7 +661,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 @command("compare", "compare two trained trials: pred vs true, error histogram, metric bars, improvement %% (HTML)", _compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hpo.analysis import run_analysis
+    from hpo.analysis.trained import run_analysis
     from hpo.spec.load import DEFAULT_ARTIFACTS
 
     _, ostudy = _stored(args)
@@ -731,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args)
     else:
         logging.basicConfig(level=logging.WARNING)
-    from hpo.interrupt import graceful_sigint
+    from hpo.train.interrupt import graceful_sigint
 
     t0 = time.monotonic()
     try:
@@ -748,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         import signal
 
-        from hpo.interrupt import last_signal
+        from hpo.train.interrupt import last_signal
 
         signum = last_signal() or signal.SIGINT  # SIGTERM (docker stop, Kubernetes, Slurm) is handled like Ctrl-C
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
@@ -756,7 +759,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{lead}{what} after {time.monotonic() - t0:.0f}s: the running trial is recorded as interrupted and runs "
               "again when you run the same command (the study resumes)", file=sys.stderr)
         return 128 + signum
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

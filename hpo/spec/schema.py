@@ -265,9 +265,9 @@ class StudySpec(Spec):
     @classmethod
     def _no_secret_in_storage(cls, value: Optional[str]) -> Optional[str]:
         # refused when the file is read (`hpo validate` too), before anything opens or prints it;
-        # the value shown in the error is redacted (hpo.spec.errors)
+        # the value shown in the error is redacted (hpo.spec.pydantic_errors)
         if value is not None:
-            from hpo.storage import url_rule
+            from hpo.spec.urls import url_rule
 
             rule = url_rule(value)
             if rule is not None:

@@ -61,13 +61,13 @@ def _sha256(path: str) -> str:
 
 def load_trial_model(ostudy: "optuna.Study", number: int, artifacts_dir: str, cache_dir: str = "runs/cache"):
     """(task, splits, model) of trial ``number``'s best checkpoint (the model in eval mode, on CPU).
-    Only what :func:`trusted_checkpoint_id` admits is read, with :func:`hpo.objective.load_checkpoint`
+    Only what :func:`trusted_checkpoint_id` admits is read, with :func:`hpo.run.objective.load_checkpoint`
     (``weights_only=True``)."""
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-    from hpo.cache import DataCache
-    from hpo.objective import load_checkpoint
-    from hpo.runner import RECORD_ATTR
+    from hpo.data.cache import DataCache
+    from hpo.run.objective import load_checkpoint
+    from hpo.store.record import RECORD_ATTR
     from hpo.tasks import get_task
 
     trials = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
@@ -102,7 +102,7 @@ def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artif
                  **options: Any) -> dict:
     """Run analysis ``name`` of the study's task on the best checkpoints of trials ``numbers``;
     ``options`` are passed to the analysis (e.g. ``out`` for an HTML file)."""
-    from hpo.runner import RECORD_ATTR
+    from hpo.store.record import RECORD_ATTR
     from hpo.tasks import get_task
 
     task_cls = get_task(ostudy.user_attrs[RECORD_ATTR]["spec"]["task"]["family"])

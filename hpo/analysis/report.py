@@ -28,9 +28,9 @@ class StudyView:
     """What the report needs from a stored study, read once."""
 
     def __init__(self, ostudy: "optuna.Study") -> None:
-        from hpo.runner import RECORD_ATTR
+        from hpo.store.record import RECORD_ATTR
 
-        from hpo.storage import TrialsSnapshot, light_trials
+        from hpo.store.storage import TrialsSnapshot, light_trials
 
         self.study = ostudy
         # read once, without the curves and intermediate values (a 10,000-trial study is mostly those);
@@ -58,7 +58,7 @@ class StudyView:
 
     def full(self, t: "FrozenTrial") -> "FrozenTrial":
         """The trial with its curves (read from the store the first time)."""
-        from hpo.storage import full_trial
+        from hpo.store.storage import full_trial
 
         if t.number not in self._full:
             self._full[t.number] = full_trial(self.study, t)
@@ -66,7 +66,7 @@ class StudyView:
 
     def ranked(self) -> list["FrozenTrial"]:
         if len(self.directions) > 1:
-            from hpo.export import pareto_front
+            from hpo.analysis.export import pareto_front
 
             best = {t.number for t in pareto_front(self.complete, self.study.directions)}
             return [t for t in self.complete if t.number in best]
@@ -242,7 +242,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _redacted(label: str) -> str:
     """A storage URL as the report shows it: through the one redaction (callers pass it redacted already)."""
-    from hpo.storage import redact
+    from hpo.spec.urls import redact
 
     return redact(label) if "://" in label else label
 
@@ -250,7 +250,7 @@ def _redacted(label: str) -> str:
 def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "") -> Path:
     import plotly.offline
 
-    from hpo.diagnose import diagnose_study
+    from hpo.train.diagnose import diagnose_study
 
     v = StudyView(ostudy)
     best = v.best()
@@ -334,7 +334,7 @@ def publish_to_dashboard(ostudy: "optuna.Study") -> None:
     """Attach the learning-curve figure and the diagnosis note to the study in optuna-dashboard."""
     from optuna_dashboard import save_note, save_plotly_graph_object
 
-    from hpo.diagnose import diagnose_study, summary_text
+    from hpo.train.diagnose import diagnose_study, summary_text
 
     import warnings
 

@@ -6,7 +6,7 @@ What a trial stores (all in the study store, so report, export and dashboard nee
   config (training defaults + fixed + overrides + sampled + derived + seed), i.e. what export writes;
 - the objective value(s) at the best epoch; intermediate values: the monitored val metric per epoch;
 - ``curves``: every train/val metric, lr and epoch time per epoch; ``metrics``: all at the best epoch;
-- ``diagnosis``: what :mod:`hpo.diagnose` reads in the curves (overfitting, plateau, wasted epochs, ...);
+- ``diagnosis``: what :mod:`hpo.train.diagnose` reads in the curves (overfitting, plateau, wasted epochs, ...);
 - ``stop_reason`` (completed | early_stopped | pruned | diverged | constraint | invalid_config |
   failed | out_of_memory | interrupted) and ``stop_detail`` (a sentence), ``best_epoch``, ``epochs_run``,
   ``seconds``, ``n_params``, ``device``, ``threads``, ``worker`` (host:pid);
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import Pruned, StoreError, TrialFailed
+from hpo.train.setup import worker_id
 
 if TYPE_CHECKING:
     import optuna
@@ -39,32 +40,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def worker_id() -> str:
-    """``host:pid`` of this worker (stored with each trial: which machine and process ran it)."""
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-STOP_REASONS = (
-    "surplus",
-    "completed",
-    "early_stopped",
-    "pruned",
-    "diverged",
-    "constraint",
-    "invalid_config",
-    "failed",
-    "out_of_memory",
-    "interrupted",
-)
-
-
 class TrialHandle:
     """What a trial body needs from "its trial", whichever backend runs it.
 
     Locally it is the live ``optuna.Trial`` (:class:`OptunaHandle`); under Ray Tune the trial lives in
     the driver, and the worker writes to the store by trial id and reports to Tune
-    (``hpo.backends.ray_backend.RayHandle``).
+    (``hpo.run.backends.ray.RayHandle``).
     """
 
     number: int
@@ -314,7 +295,7 @@ class TrialObjective:
         import optuna
 
         if self.n_trials is not None and self.check_surplus:
-            from hpo.runner import budget_of
+            from hpo.run.budget import budget_of
 
             ahead = budget_of(trial.study.get_trials(deepcopy=False), before=trial.number)
             if ahead.used + ahead.running >= self.n_trials:
@@ -424,7 +405,7 @@ class TrialObjective:
         )
 
     def _diagnose(self, result, config: dict) -> list[dict]:
-        from hpo.diagnose import diagnose_curves
+        from hpo.train.diagnose import diagnose_curves
 
         monitor = self.study.monitor
         return diagnose_curves(result.curves, metric=monitor.metric.split("_", 1)[1], direction=monitor.direction,

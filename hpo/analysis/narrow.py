@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 def narrow_space(ostudy: "optuna.Study", top: int, margin: float = 0.1) -> tuple[dict, dict]:
     """Return (the narrowed space as a YAML-able dict, facts about what changed)."""
-    from hpo.export import select_trials
-    from hpo.runner import RECORD_ATTR
+    from hpo.analysis.export import select_trials
+    from hpo.store.record import RECORD_ATTR
 
     record = ostudy.user_attrs.get(RECORD_ATTR)
     if not record:
