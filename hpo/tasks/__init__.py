@@ -1,14 +1,15 @@
 """Task registry: ``@register_task("name")`` on a :class:`Task` subclass; ``get_task(name)``.
 
-Built-in families live in the ``models`` package and are imported on first lookup, so ``hpo --help``
-stays fast. Third-party tasks register through the entry-point group ``fusion_hpo.tasks``
-(``name = "package.module:TaskClass"``) or are named directly as ``"package.module:TaskClass"``.
+Every family registers the same way, built-in or third-party: an entry point in the group
+``fusion_hpo.tasks`` (``name = "package.module:TaskClass"``, in ``pyproject.toml``), loaded on first lookup
+so ``hpo --help`` stays fast. The built-ins in ``models/`` are declared there like any other package's;
+``hpo`` itself never names them. A task can also be named directly as ``"package.module:TaskClass"``, or
+registered by importing a module that applies :func:`register_task`.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import Callable
 
 from hpo.errors import UnknownNameError
@@ -17,14 +18,7 @@ from hpo.tasks.base import DataPath, DatasetSpec, NoDataConfig, Splits, StepOutp
 
 TASKS: Registry[type[Task]] = Registry("task")
 
-#: built-in task name -> module that registers it on import
-BUILTIN_TASKS = {
-    "crystal_text": "models.crystal_text",
-    "traffic": "models.traffic",
-    "drug_target": "models.drug_target",
-    "face3d": "models.face3d",
-    "toy": "models.toy",
-}
+ENTRY_POINT_GROUP = "fusion_hpo.tasks"
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
@@ -47,46 +41,44 @@ def get_task(name: str) -> type[Task]:
             if not cls.name:
                 cls.name = name
             return cls
-        if name in BUILTIN_TASKS:
-            try:
-                importlib.import_module(BUILTIN_TASKS[name])
-            except ModuleNotFoundError as e:  # family not present in this checkout
-                if e.name and BUILTIN_TASKS[name].startswith(e.name):
-                    raise UnknownNameError("task", name, available_task_names()) from None
-                raise
         else:
-            _load_entry_points(name)
+            _load_entry_point(name)
     return TASKS.get(name)
 
 
 def available_task_names() -> list[str]:
-    names = set(TASKS.names())
-    for name, module in BUILTIN_TASKS.items():
-        if importlib.util.find_spec(module.split(".")[0]) is not None:
-            try:
-                if importlib.util.find_spec(module) is not None:
-                    names.add(name)
-            except ModuleNotFoundError:
-                pass
-    return sorted(names)
+    """Registered tasks and every task an installed package declares (without importing it)."""
+    return sorted(set(TASKS.names()) | {ep.name for ep in _entry_points()})
 
 
 def list_tasks() -> list[str]:
     return available_task_names()
 
 
-def _load_entry_points(name: str) -> None:
+def _entry_points():
     from importlib.metadata import entry_points
 
-    for ep in entry_points(group="fusion_hpo.tasks"):
+    return entry_points(group=ENTRY_POINT_GROUP)
+
+
+def _load_entry_point(name: str) -> None:
+    for ep in _entry_points():
         if ep.name == name:
-            cls = ep.load()
+            try:
+                cls = ep.load()
+            except ModuleNotFoundError as e:  # declared by a package whose code is gone (e.g. a deleted family)
+                raise UnknownNameError("task", name, available_task_names()) from e
+            if not (isinstance(cls, type) and issubclass(cls, Task)):
+                raise TypeError(f"entry point {ep.name} = {ep.value} in group {ENTRY_POINT_GROUP} is not a Task subclass")
             if name not in TASKS:
+                if not cls.name:
+                    cls.name = name
                 TASKS.add(name, cls)
+            return
 
 
 __all__ = [
-    "BUILTIN_TASKS",
+    "ENTRY_POINT_GROUP",
     "DataPath",
     "DatasetSpec",
     "NoDataConfig",
