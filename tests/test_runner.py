@@ -5,7 +5,9 @@ import optuna
 import pytest
 
 from hpo.run.budget import budget_of
-from hpo.run.runner import RunOptions, plan_workers, run_study
+from hpo.run.backends.local import run_study
+from hpo.run.options import RunOptions
+from hpo.run.placement import plan_workers
 from hpo.spec import load_study
 from hpo.store.storage import open_storage
 
@@ -145,7 +147,7 @@ def test_prune_oracle_decides_as_optuna_does():
     """The per-epoch pruning shortcut gives Optuna's own decisions on the same trials."""
     import random
 
-    from hpo.run.objective import PruneOracle
+    from hpo.search.prune_oracle import PruneOracle
 
     rng = random.Random(0)
     for pruner in (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
@@ -181,7 +183,7 @@ def test_workers_that_all_die_at_start_are_an_error_not_a_finished_study(toy_stu
 
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "from hpo.run.runner import RunOptions, run_study\nfrom hpo.spec import load_study\n"
+        "from hpo.run.backends.local import run_study\nfrom hpo.run.options import RunOptions\nfrom hpo.spec import load_study\n"
         f"run_study(load_study({str(toy_study(n_trials=4))!r}), RunOptions(workers=2, cache_dir={str(tmp_path / 'c')!r}))\n"
     )
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
@@ -191,7 +193,7 @@ def test_workers_that_all_die_at_start_are_an_error_not_a_finished_study(toy_stu
 
 
 def test_deferred_values_write_everything_once_per_flush_and_nothing_when_empty():
-    from hpo.run.objective import DeferredValues
+    from hpo.run.handles import DeferredValues
 
     writes = []
     d = DeferredValues(writes.append, every=3600.0)

@@ -9,7 +9,8 @@ import torch
 
 from hpo.errors import UsageError
 from hpo.run.budget import budget_of
-from hpo.run.runner import RunOptions, run_study
+from hpo.run.backends.local import run_study
+from hpo.run.options import RunOptions
 from hpo.spec import load_study
 from hpo.store.storage import open_storage
 from hpo.spec.urls import check_url, redact
@@ -110,7 +111,7 @@ def test_four_workers_on_sqlite_without_database_is_locked(tmp_path, report_figu
     p = tmp_path / "s.yaml"
     p.write_text(STUDY.format(n=200, url=f"sqlite:///{tmp_path / 'four.db'}", artifacts=tmp_path / "art")
                  .replace("epochs: 3", "epochs: 1").replace("n_samples: 96", "n_samples: 32"))
-    from hpo.spec.load import apply_sets
+    from hpo.spec import apply_sets
     from hpo.spec.yaml_io import load_yaml
 
     summary = run_study(load_study(p), RunOptions(workers=4, cache_dir=str(tmp_path / "cache"), checkpoints=False),
@@ -271,3 +272,17 @@ def test_batched_params_store_what_optuna_stores_in_one_transaction(tmp_path):
     with pytest.raises(ValueError):
         with fresh.batched_params(bad2._trial_id):
             bad2.suggest_int("lr", 1, 3)
+
+
+def test_the_optuna_version_guard_refuses_versions_the_overrides_were_not_checked_against(monkeypatch):
+    """hpo/store/rdb overrides private Optuna storage code: an Optuna outside >=4.9,<6 is refused with one line."""
+    from hpo.errors import HpoError
+    from hpo.store.rdb import guard
+
+    guard.check_optuna_version()  # the installed one is in the range
+    for ok in ("4.9.0", "5.0.0", "5.3.1rc1", "5.99"):
+        guard.check_optuna_version(ok)
+    for bad in ("4.8.2", "3.6.1", "6.0.0", "6.0.0.dev0", "10.1"):
+        monkeypatch.setattr(guard, "installed_optuna_version", lambda bad=bad: bad)
+        with pytest.raises(HpoError, match=rf"optuna: must be >=4\.9,<6 .*but got {bad}"):
+            guard.check_optuna_version()

@@ -93,7 +93,8 @@ class _Recording(ResilientRDBStorage):
         value = object.__getattribute__(self, name)
         if callable(value) and not name.startswith("__") and hasattr(optuna.storages.RDBStorage, name):
             caller = sys._getframe(1).f_code.co_filename
-            if not caller.endswith((os.path.join("hpo", "store", "rdb.py"), os.path.join("_rdb", "storage.py"))):  # ours, optuna's
+            ours = tuple(os.path.join("hpo", "store", "rdb", f) for f in ("storage.py", "checked.py", "fast.py"))
+            if not caller.endswith((*ours, os.path.join("hpo", "store", "retry.py"), os.path.join("_rdb", "storage.py"))):  # ours, optuna's
                 object.__getattribute__(self, "calls").add(name)
         return value
 

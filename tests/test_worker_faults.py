@@ -244,7 +244,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_requ
 
     import sqlite3
 
-    from hpo.run.runner import _fail_stale
+    from hpo.store.rdb import fail_stale as _fail_stale
     from hpo.store.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'hb.db'}"
@@ -404,7 +404,8 @@ def _ckpt_trials(tmp_path):
 def test_a_full_disk_at_checkpoint_time_keeps_the_trials_result_and_leaves_no_partial_file(tmp_path, report_figures):
     """The artifact folder is a 1 MiB tmpfs; each checkpoint is ~2 MiB: the write fails half-way
     with ENOSPC. Today the finished trial becomes FAIL with no metrics and a partial file stays."""
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
 
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -434,7 +435,8 @@ def test_a_full_disk_at_checkpoint_time_keeps_the_trials_result_and_leaves_no_pa
 def test_an_artifact_folder_that_became_a_file_keeps_the_trials_result(tmp_path):
     """Works as root too: after the first trial the artifact folder is replaced by a regular file
     (a lost share, a clean-up script): later checkpoints cannot be written; the trials stay COMPLETE."""
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
 
     artifacts = tmp_path / "artifacts"
     study = _ckpt_study(tmp_path, artifacts)
@@ -497,7 +499,8 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt_once(tmp_path, caplog, da
 @pytest.mark.slow
 def test_a_study_with_a_truncated_cache_entry_goes_on(toy_study, tmp_path):
     """Today a truncated entry failed every trial until max_consecutive_failures stopped the study."""
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
     from hpo.spec import load_study
 
     path = toy_study(n_trials=1)
@@ -514,7 +517,7 @@ def test_a_study_with_a_truncated_cache_entry_goes_on(toy_study, tmp_path):
 
 # ------------------------------------------------------------------------------ 7. same name, different spec
 def test_spec_changes_name_what_differs_and_ignore_the_budget():
-    from hpo.run.runner import spec_changes
+    from hpo.run.study import spec_changes
 
     base = {"name": "s", "task": {"family": "toy", "dataset": {"n_samples": 160}}, "objectives": ["val_mae"],
             "space": {"params": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2}}, "baselines": {}},
@@ -582,8 +585,8 @@ def test_a_second_study_file_with_the_same_name_is_refused_unless_asked(toy_stud
 CREATE_AT_ONCE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from hpo.run.runner import create_or_load, prepare
-    from hpo.spec.load import load_study
+    from hpo.run.study import create_or_load, prepare
+    from hpo.spec import load_study
     study_file, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     study = load_study(study_file)
     ostudy = create_or_load(study, study.storage_url(), study.name)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from hpo.errors import Problem, SpecError, UsageError
+from hpo.run.options import cap_epochs, max_epochs
 
 if TYPE_CHECKING:
-    from hpo.spec.load import Study
+    from hpo.spec import Study
     from hpo.tasks.base import Task
     from hpo.train.loop import FitResult
 
@@ -76,9 +77,7 @@ def job_from_study(study: "Study", values: Mapping[str, Any], baseline: str | No
     except KeyError as e:
         raise UsageError(f"{study.file}: {e.args[0]}; give them with -p KEY=VALUE or use --baseline NAME") from None
     config.setdefault("seed", study.spec.seed)
-    cap = study.spec.budget.max_epochs
-    if cap and config.get("epochs", study.task_cls.config_fields()["epochs"][1].default) > cap:
-        config["epochs"] = cap
+    cap_epochs(config, max_epochs(study), study.task_cls)
     problems = check_config(study.task_cls, config, "config")
     problems += [Problem("config", f"must meet the constraint `{c}`", has_got=False) for c in space.violated(config)]
     if problems:
@@ -90,7 +89,7 @@ def job_from_study(study: "Study", values: Mapping[str, Any], baseline: str | No
 
 
 def check_config(task_cls: type["Task"], config: Mapping[str, Any], prefix: str) -> list[Problem]:
-    from hpo.spec.load import _KeyTypes
+    from hpo.spec.key_types import KeyTypes as _KeyTypes
 
     types = _KeyTypes(task_cls)
     problems = []
@@ -110,9 +109,8 @@ def run_job(job: TrainJob, *, device: str | None = None, out_dir: str | os.PathL
             cache_dir: str = "runs/cache") -> tuple["FitResult", Path | None]:
     """Train the job's config (the test split stays locked: only ``hpo reevaluate`` reads it).
     Returns the fit result and the checkpoint path (or None)."""
-    import torch
-
     from hpo.data.cache import DataCache
+    from hpo.store.checkpoint import checkpoint_payload, save_checkpoint
     from hpo.train import fit
 
     task = job.task_cls(job.dataset, job.target, DataCache(cache_dir))
@@ -125,9 +123,7 @@ def run_job(job: TrainJob, *, device: str | None = None, out_dir: str | os.PathL
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "best.pt"
-        torch.save(
-            {"format": 1, "task": task.name, "config": job.config, "metrics": result.best, "best_epoch": result.best_epoch,
-             "model_state": result.best_state, "extras": task.checkpoint_extras(splits), "source": job.source},
-            path,
-        )
+        save_checkpoint(checkpoint_payload(task=task.name, config=job.config, metrics=result.best, best_epoch=result.best_epoch,
+                                           model_state=result.best_state, extras=task.checkpoint_extras(splits),
+                                           source=job.source), path)
     return result, path

@@ -14,10 +14,19 @@ from __future__ import annotations
 import enum
 from typing import Any, TypedDict
 
-FORMAT_VERSION = 2  # 1: records before the schema (no "format" key); 2: this schema (same keys, versioned)
+FORMAT_VERSION = 2  # 1: written by the flat-module code (its "format" was 1); 2: this schema (same keys, stated here)
 
 # -- study ---------------------------------------------------------------------------------------
 RECORD_ATTR = "fusion_hpo"  # study user attr: the study's record (spec, dataset, format, ...)
+FORMAT = "format"  # the record's format version, written by the store when it creates the study (absent: 1)
+SPEC = "spec"  # the study file as loaded (space inlined), compared when a stored study is resumed
+DATASET = "dataset"
+KNOWN_FORMATS = (1, FORMAT_VERSION)  # formats whose ``spec`` reads key by key like this one's
+
+
+def record_format(record: dict) -> int:
+    """The format version of a study record (1 for one written before the schema)."""
+    return record.get(FORMAT, 1)
 
 
 class StopReason(str, enum.Enum):
@@ -48,6 +57,8 @@ OVERRIDES = "overrides"  # values fixed on an enqueued trial (baselines, retries
 BASELINE = "baseline"  # the name of the baseline an enqueued trial runs
 RERUN_OF = "rerun_of"  # number of the interrupted trial this one runs again
 WORKER = "worker"  # host:pid
+SAMPLER_SEED = "sampler_seed"  # the seed of the worker's sampler
+WORKER_INDEX = "worker_index"  # the worker's number, where it has one (``hpo run`` with one worker: 0)
 CURVES = "curves"  # every train/val metric, lr and epoch time per epoch
 METRICS = "metrics"  # every metric at the best epoch
 BEST_EPOCH = "best_epoch"
@@ -67,6 +78,7 @@ REEVALUATION = "reevaluation"
 # -- trial system attrs (Optuna's) ---------------------------------------------------------------
 RETRY_HISTORY = "retry_history"  # RetryHeartbeatStaleTrialCallback: the trials this one retries
 FAIL_REASON = "fail_reason"
+FAILED_TRIAL = "failed_trial"  # RetryHeartbeatStaleTrialCallback: the stale trial a re-queued one retries
 
 
 class TrialRecord(TypedDict, total=False):
@@ -77,6 +89,8 @@ class TrialRecord(TypedDict, total=False):
     baseline: str
     rerun_of: int
     worker: str
+    sampler_seed: int
+    worker_index: int
     curves: dict[str, list[float]]
     metrics: dict[str, float]
     best_epoch: int

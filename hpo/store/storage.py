@@ -10,6 +10,7 @@
 - ``journal://path.log``: Optuna's JournalFileStorage (append-only file; no heartbeats).
 - any other SQLAlchemy URL is passed to :class:`optuna.storages.RDBStorage` as is.
 
+The resilient storage (:mod:`hpo.store.rdb`) retries an outage for ``RECONNECT_TIMEOUT`` seconds.
 RDB storages get Optuna's heartbeat: a trial whose worker died (SIGKILL, lost machine) is marked
 FAIL after ``grace`` seconds without a heartbeat and re-enqueued with its parameters by
 :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`.
@@ -25,26 +26,27 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hpo.errors import UsageError
 from hpo.spec.urls import check_url, redact
+from hpo.store.record import CURVES
+from hpo.store.sqlite import SQLiteCreator, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 5  # seconds between heartbeats of a running trial
-HEARTBEAT_GRACE = 20  # seconds without a heartbeat after which a trial is stale
-MAX_RETRY = 3  # times a stale trial is retried
-SQLITE_BUSY_TIMEOUT = 60.0
-RECONNECT_TIMEOUT = 300.0  # seconds a worker keeps retrying a store that went away (server restart)
-
-
-
-def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-                 grace_period: int = HEARTBEAT_GRACE, max_retry: int = MAX_RETRY) -> "optuna.storages.BaseStorage":
+def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, max_retry: int | None = None) -> "optuna.storages.BaseStorage":
     """Open (creating where needed) the storage at ``url``; RDB storages get heartbeats unless
-    ``heartbeat`` is false (readers: status, export, dashboard)."""
+    ``heartbeat`` is false (readers: status, export, dashboard). Heartbeat settings left out take the
+    study file's defaults (``fault_tolerance:`` in :mod:`hpo.spec.schema`, the one place they are stated)."""
     import optuna
 
+    from hpo.spec.schema import FaultToleranceSection
+
+    defaults = FaultToleranceSection()
+    heartbeat_interval = defaults.heartbeat_interval if heartbeat_interval is None else heartbeat_interval
+    grace_period = defaults.grace_period if grace_period is None else grace_period
+    max_retry = defaults.max_retry if max_retry is None else max_retry
     check_url(url)
     scheme = url.split("://", 1)[0]
     if scheme == "journal":
@@ -65,7 +67,7 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
 
                 raise StoreError(f"{path}: store: must be in a folder that exists or can be created, "
                                  f"but got {show(e.strerror or str(e))} for {show(str(path.parent))}") from e
-            engine_kwargs["creator"] = _sqlite_creator(path)
+            engine_kwargs["creator"] = SQLiteCreator(path)
     elif scheme.startswith("postgresql"):
         url, password = _postgres_password(url)
         engine_kwargs["pool_pre_ping"] = True
@@ -75,7 +77,6 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
         engine_kwargs["pool_pre_ping"] = True
     import warnings
 
-    kwargs["reconnect_timeout"] = RECONNECT_TIMEOUT
     if heartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -90,30 +91,6 @@ def open_storage(url: str, *, heartbeat: bool = True, heartbeat_interval: int = 
         from hpo.store.rdb import ResilientRDBStorage
 
         return ResilientRDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a sqlite URL (None for in-memory)."""
-    rest = url.split("://", 1)[1]
-    if rest in ("", "/", "/:memory:"):
-        return None
-    return Path(rest[1:]) if rest.startswith("/") else Path(rest)
-
-
-class _sqlite_creator:
-    """Opens SQLite connections with WAL, NORMAL sync and a busy timeout (picklable, for workers)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __call__(self):
-        import sqlite3
-
-        conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
-        return conn
 
 
 def _postgres_password(url: str) -> tuple[str, str | None]:
@@ -139,21 +116,23 @@ def artifact_store(path: str | os.PathLike):
     return FileSystemArtifactStore(str(path))
 
 
-def light_trials(ostudy, states=None, without_user_attrs: tuple[str, ...] | None = ("curves",)) -> list:
+def light_trials(ostudy, states=None, without_user_attrs: tuple[str, ...] | None = (CURVES,)) -> list:
     """The trials of a study for overviews of big studies: on a relational store without intermediate
     values and the named (large) user attrs (``None``: any), read in one pass; elsewhere all of each trial.
     ``full_trial`` gives one trial with everything."""
-    backend = getattr(ostudy._storage, "_backend", ostudy._storage)
-    if hasattr(backend, "get_trials_light"):
-        return backend.get_trials_light(ostudy._study_id, states, without_user_attrs)
+    from hpo.store import rdb
+
+    if rdb.light_reads(ostudy):
+        return rdb.trials_light(ostudy, states, without_user_attrs)
     return ostudy.get_trials(deepcopy=False, states=states)
 
 
 def full_trial(ostudy, trial):
     """``trial`` with all its attrs and intermediate values (a no-op for one that has them)."""
-    backend = getattr(ostudy._storage, "_backend", ostudy._storage)
-    if hasattr(backend, "get_trials_light"):
-        return ostudy._storage.get_trial(trial._trial_id)
+    from hpo.store import rdb
+
+    if rdb.light_reads(ostudy):
+        return rdb.storage_of(ostudy).get_trial(rdb.trial_id_of(trial))
     return trial
 
 

@@ -1,0 +1,112 @@
+"""The Ray backend's worker side: one Tune trial runs the shared trial body on a :class:`RayHandle`.
+
+The trial lives in the driver (Ray's ``OptunaSearch`` asks and tells it, :mod:`hpo.run.backends.ray`); the
+worker writes what the trial produced (intermediate values, curves, metrics, diagnosis, checkpoint) to the
+store by trial id itself, and reports to Tune what its scheduler needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hpo.run.handles import DeferredValues, TrialHandle
+from hpo.store import record as R
+
+
+class RayHandle(TrialHandle):
+    """A trial seen from a Ray worker: writes go to the store by trial id.
+
+    The worker writes the trial's intermediate values (single objective) and curves itself, as the
+    local backend does. Where a Tune scheduler decides on epochs (ASHA, HyperBand: ``to_tune``), every
+    epoch is written at once and reported to Tune, which may stop the trial after any report (a stopped
+    trial keeps its curves). Otherwise nothing asks about epochs: they are written in batches, every
+    ``flush_seconds`` and at the end, and Tune hears only the trial's end — a report to Tune waits for
+    the driver's round trip (~50 ms per epoch on 2 cores).
+    """
+
+    flush_seconds = 10.0
+
+    def __init__(self, storage, trial_id: int, number: int, monitor: str, *, intermediate: bool = True,
+                 to_tune: bool = True) -> None:
+        self.storage, self.trial_id, self.number, self.monitor = storage, trial_id, number, monitor
+        self.intermediate, self.to_tune = intermediate, to_tune
+        self.curves: dict[str, list] = {}
+        self._deferred = DeferredValues(self._write_values, self.flush_seconds)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.set_user_attrs({key: value})
+
+    def set_user_attrs(self, attrs: dict) -> None:
+        import optuna
+
+        try:  # the Ray backend runs on an RDB store only (run_ray refuses journal files): ours batches
+            self.storage.set_trial_user_attrs(self.trial_id, attrs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # the scheduler stopped the trial and the driver already recorded it
+
+    def report(self, value: float, epoch: int, metrics: dict) -> bool:
+        for k, v in metrics.items():
+            self.curves.setdefault(k, []).append(v)
+        self.curves.setdefault("epoch", []).append(epoch)
+        if self.intermediate:
+            self._deferred.add(epoch, value)
+        if self.to_tune or self._deferred.due:
+            self.flush()
+            self.set_user_attr(R.CURVES, self.curves)  # a trial stopped by Tune keeps its curves
+        if self.to_tune:
+            from ray import tune
+
+            tune.report({self.monitor: value, "epoch": epoch})
+        return False  # pruning is the scheduler's decision
+
+    def flush(self) -> None:
+        """Write the intermediate values not yet in the store (the trial body writes the final curves)."""
+        self._deferred.flush()
+
+    def _write_values(self, values: dict[int, float]) -> None:
+        import optuna
+
+        try:
+            self.storage.set_trial_intermediate_values(self.trial_id, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # stopped by the scheduler and recorded by the driver meanwhile
+
+    def upload(self, artifacts: Any, path: str) -> str:
+        from hpo.store.checkpoint import upload_whole  # written whole, then recorded: no partial file on failure
+
+        return upload_whole(artifacts, path, self.storage, self.trial_id)
+
+
+_WORKER_CACHE: dict[str, Any] = {}  # per Ray worker process: the study's objective, built once
+
+
+def trainable(config: dict, payload: dict) -> None:
+    """The Tune trainable: run one trial's config with the shared trial body."""
+    from ray import tune
+
+    key = payload["key"]
+    if key not in _WORKER_CACHE:
+        from hpo.data.cache import DataCache
+        from hpo.run.trial import TrialObjective
+        from hpo.spec import study_from_dict
+        from hpo.store.storage import artifact_store, open_storage
+
+        study = study_from_dict(payload["raw"], base_dir=Path(payload["base_dir"]), file=payload["file"], check_data=False)
+        task = study.make_task(DataCache(payload["cache_dir"]))
+        store = artifact_store(payload["artifacts"]) if payload["checkpoints"] else None
+        objective = TrialObjective(study, task, artifacts=store, device=payload["device"])
+        objective.worker_attrs = dict(payload["worker_attrs"])
+        _WORKER_CACHE[key] = (study, objective, open_storage(payload["storage"], heartbeat=False))
+    study, objective, storage = _WORKER_CACHE[key]
+    meta = config["hpo"]
+    handle = RayHandle(storage, meta["trial_id"], meta["number"], study.monitor.metric,
+                       intermediate=not study.multi_objective, to_tune=payload["per_epoch"])
+    outcome = objective.run_config(handle, meta["config"])
+    monitor = study.monitor
+    seen = [v for v in handle.curves.get(monitor.metric, []) if v is not None]
+    worst = float("inf") if monitor.direction == "minimize" else float("-inf")
+    value = outcome.values[0] if outcome.values else (seen[-1] if seen else worst)
+    epochs = handle.curves.get("epoch") or [0]
+    tune.report({monitor.metric: value, "epoch": epochs[-1], "hpo_final": 1, "hpo_state": outcome.state,
+                 "hpo_values": outcome.values or [], "hpo_detail": outcome.detail[:500]})

@@ -1,0 +1,192 @@
+"""The worker loop, written out: ``trial = ask(); outcome = body(trial); tell(trial, outcome)`` until the
+budget or the deadline.
+
+Budget: ``n_trials`` counts trials that trained (COMPLETE, PRUNED by the pruner or by divergence, and
+FAIL for crashes), over the whole life of the study, so running ``hpo run`` again after an
+interruption finishes the same budget instead of starting a new one. Trials rejected before training
+(constraints, invalid configs) do not count, nor do trials that failed because their worker died or
+was interrupted: those are re-queued with their parameters and run again (:mod:`hpo.run.budget`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from hpo.errors import HpoError
+from hpo.run.budget import budget_of
+from hpo.run.options import RunOptions
+from hpo.store import record as R
+from hpo.store.record import NOT_TRAINED, StopReason
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from hpo.spec import Study
+
+logger = logging.getLogger(__name__)
+
+WAIT_POLL_SECONDS = 1.0
+TrialCallback = Callable[["optuna.Study", "FrozenTrial"], None]
+
+
+class StudyAborted(HpoError):
+    """The study stopped because too many trials failed in a row."""
+
+
+def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: int | None, timeout: float | None,
+               worker: int | None = None, opts: RunOptions | None = None, on_trial: TrialCallback | None = None,
+               stats: dict | None = None) -> str:
+    """Run trials of the study in this process until the budget or the deadline; return why it
+    stopped. ``stats``, if given, receives the data cache's statistics under ``"cache"``.
+
+    ``worker`` numbers this process's sampler seed (``seed + worker``: ``hpo run`` with one worker
+    passes 0, reproducible); None (every ``hpo worker`` and spawned worker) derives a seed of its own
+    from the study's seed and this process's identity, so that no two workers propose the same
+    trials. Either way it is recorded with each trial (user attr ``sampler_seed``).
+
+    Each trial is :func:`run_trial` (ask → body → tell, heartbeat included), so a trial that another
+    worker failed meanwhile (its heartbeat went stale during a store outage) is dropped with one line
+    and the worker serves the next one.
+    """
+    import optuna
+
+    from hpo.data.cache import DataCache
+    from hpo.run.study import create_or_load
+    from hpo.run.trial import TrialObjective
+    from hpo.search import sampler_seed
+    from hpo.store.rdb import fail_stale, has_heartbeat
+    from hpo.store.storage import artifact_store
+    from hpo.train.interrupt import check as check_interrupt
+
+    opts = opts or RunOptions()
+    seed = sampler_seed(study, worker)
+    ostudy = create_or_load(study, storage_url, study_name, worker=worker, seed=seed, resume_changed=opts.resume_changed)
+    task = study.make_task(DataCache(opts.cache_dir))
+    if stats is not None:
+        stats["cache"] = task.cache.stats
+    store = artifact_store(study.artifacts_dir(opts.artifacts)) if opts.checkpoints else None
+    objective = TrialObjective(study, task, artifacts=store, device=opts.device, n_trials=n_trials)
+    objective.worker_attrs = {R.SAMPLER_SEED: seed, **({R.WORKER_INDEX: worker} if worker is not None else {})}
+    logger.debug("worker %s: sampler seed %d", worker if worker is not None else "(derived)", seed)
+    deadline = time.monotonic() + timeout if timeout else None
+    max_failures = study.spec.budget.max_consecutive_failures
+    failures = 0
+    heartbeat = has_heartbeat(ostudy)
+    while True:
+        check_interrupt()
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout"
+        trials = ostudy.get_trials(deepcopy=False)
+        budget = budget_of(trials)
+        if n_trials is not None and budget.used >= n_trials:
+            return "budget"
+        if n_trials is not None and budget.used + budget.running >= n_trials and not budget.waiting:
+            if not heartbeat:
+                return "budget"  # without heartbeats a dead worker's trial cannot be detected: leave it
+            # the rest of the budget is running in other workers: wait until it finishes, or until a
+            # dead worker's trial goes stale and is re-queued (then run it here)
+            fail_stale(ostudy)
+            time.sleep(WAIT_POLL_SECONDS)
+            continue
+        sampler = ostudy.sampler
+        if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(ostudy) and not budget.waiting:
+            return "grid exhausted"
+        if n_trials is not None:
+            # a race past the budget needs more simultaneous starters than free slots: with room for
+            # more than twice every worker seen lately (running or between trials), skip the check
+            free = n_trials - budget.used - budget.running
+            objective.check_surplus = free <= 2 * (_recent_workers(trials) + 1)
+        done = run_trial(ostudy, objective, heartbeat=heartbeat)
+        if done is None:  # dropped: another worker finished it meanwhile
+            continue
+        if on_trial is not None:
+            on_trial(ostudy, done)
+        if done.state.name == "FAIL" and done.user_attrs.get(R.STOP_REASON) not in NOT_TRAINED:
+            failures += 1
+            if failures >= max_failures:
+                raise StudyAborted(
+                    f"{failures} trials failed in a row (last: {done.user_attrs.get(R.STOP_DETAIL, '?')}); "
+                    "stopping the study — fix the cause and run it again to resume"
+                )
+        else:
+            failures = 0
+
+
+def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True) -> "FrozenTrial | None":
+    """One trial as ``optuna.Study.optimize`` runs it (``_run_trial``): fail stale trials, ask, run
+    the body under a heartbeat thread, tell the state and values. Return the finished trial, or None
+    when the trial was finished by someone else while the body ran (another worker's stale-heartbeat
+    check failed it, e.g. during a store outage: the result is dropped and its retry runs elsewhere).
+    A KeyboardInterrupt (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from hpo.errors import StoreError, TrialFailed
+    from hpo.store import rdb
+
+    if heartbeat:
+        rdb.fail_stale(ostudy)
+    with warnings.catch_warnings():  # the heartbeat thread is run here, as optimize() runs it
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        trial = ostudy.ask()
+    if heartbeat:  # the first beat before the body writes anything (the thread's may wait on a busy store)
+        try:
+            rdb.record_heartbeat(ostudy, trial)
+        except Exception as e:  # the thread keeps trying
+            logger.debug("first heartbeat of trial #%d failed: %s", trial.number, e)
+    state: TrialState | None = None
+    values: Any = None
+    interrupted: BaseException | None = None
+    with rdb.heartbeat_thread(ostudy, trial):
+        try:
+            values = objective(trial)  # state None: Optuna's tell makes it COMPLETE, or FAIL for a NaN
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except TrialFailed as e:  # recorded by the body (stop_reason, stop_detail)
+            state = TrialState.FAIL
+            logger.info("trial #%d failed: %s", trial.number, str(e)[:300])
+        except StoreError:  # the store refuses (full, read-only, gone past the reconnect timeout): stop the worker,
+            raise  # one line, exit 2; the trial goes stale and is run again when the store is usable
+        except Exception as e:
+            state = TrialState.FAIL
+            logger.warning("trial #%d failed: %s: %s", trial.number, type(e).__name__, str(e)[:300])
+            logger.debug("trial #%d failed", trial.number, exc_info=True)
+        except KeyboardInterrupt as e:
+            state, interrupted = TrialState.FAIL, e
+            _mark_interrupted(trial)
+    try:
+        ostudy.tell(trial, values, state=state)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
+        stored = rdb.stored_trial(ostudy, trial)
+        if stored.state == TrialState.RUNNING:
+            raise
+        logger.warning("trial #%d was marked %s by another worker while this one ran it (its heartbeat went stale); "
+                       "this worker drops its result (%s) and serves the next trial",
+                       trial.number, stored.state.name, (state.name if state is not None else "COMPLETE"))
+        logger.debug("tell refused: %s", e)
+        if interrupted is not None:
+            raise interrupted
+        return None
+    if interrupted is not None:
+        raise interrupted
+    return rdb.stored_trial(ostudy, trial)
+
+
+def _mark_interrupted(trial: "optuna.Trial") -> None:
+    """An interrupt outside training (sampling, the surplus check) is recorded like one inside it."""
+    try:
+        if R.STOP_REASON not in trial.user_attrs:
+            trial.set_user_attr(R.STOP_REASON, StopReason.INTERRUPTED.value)
+            trial.set_user_attr(R.STOP_DETAIL, "interrupted before training; it is run again when the study resumes")
+    except Exception as e:  # the store went away too: the trial goes stale and is retried
+        logger.debug("could not record the interruption of trial #%d: %s", trial.number, e)
+
+
+def _recent_workers(trials: Sequence["FrozenTrial"], last: int = 64) -> int:
+    """How many distinct workers ran the study's recent trials (an estimate of how many serve it)."""
+    return len({t.user_attrs.get(R.WORKER) for t in trials[-last:] if t.user_attrs.get(R.WORKER)})

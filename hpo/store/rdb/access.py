@@ -1,0 +1,159 @@
+"""Small public functions over Optuna's private storage API, for the rest of ``hpo``.
+
+The run loop, the trial handles, the study's enqueues and the readers call these instead of
+``ostudy._storage``, ``trial._trial_id`` or ``getattr(storage, "_backend", storage)``: what the resilient
+storage can do beyond Optuna's API (batched writes, light reads) is found here, once, and any other storage
+falls back to Optuna's public path. Also the stale-trial check including trials that never beat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import json
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+logger = logging.getLogger(__name__)
+
+
+def backend_of(storage: Any) -> Any:
+    """The storage behind Optuna's cache layer (``_CachedStorage``), or ``storage`` itself."""
+    return getattr(storage, "_backend", storage)
+
+
+def storage_of(ostudy: "optuna.Study") -> Any:
+    return ostudy._storage
+
+
+def study_id_of(ostudy: "optuna.Study") -> int:
+    return ostudy._study_id
+
+
+def trial_id_of(trial: Any) -> int:
+    """The storage id of a live ``optuna.Trial`` or a ``FrozenTrial``."""
+    return trial._trial_id
+
+
+def stored_trial(ostudy: "optuna.Study", trial: Any) -> "FrozenTrial":
+    """The trial as the store has it now (a copy)."""
+    return copy.deepcopy(ostudy._storage.get_trial(trial._trial_id))
+
+
+def has_heartbeat(ostudy: "optuna.Study") -> bool:
+    get = getattr(ostudy._storage, "get_heartbeat_interval", None)
+    return bool(get and get())
+
+
+def record_heartbeat(ostudy: "optuna.Study", trial: Any) -> None:
+    ostudy._storage.record_heartbeat(trial._trial_id)
+
+
+def heartbeat_thread(ostudy: "optuna.Study", trial: Any):
+    """A context manager beating for ``trial`` while it runs, as ``optuna.Study.optimize`` does."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, ostudy._storage)
+
+
+def batched_params(trial: "optuna.Trial"):
+    """A context within which the trial's suggested parameters are written in one transaction (a no-op
+    context on a storage that cannot)."""
+    backend = backend_of(trial.storage)
+    return backend.batched_params(trial._trial_id) if hasattr(backend, "batched_params") else contextlib.nullcontext()
+
+
+def write_user_attrs(trial: "optuna.Trial", attrs: dict) -> bool:
+    """Write several user attrs of a running trial in one transaction; False (nothing written) where the
+    storage cannot."""
+    backend = backend_of(trial.storage)
+    if not hasattr(backend, "set_trial_user_attrs"):
+        return False
+    backend.set_trial_user_attrs(trial._trial_id, attrs)
+    return True
+
+
+def intermediate_writer(trial: "optuna.Trial") -> Callable[[dict[int, float]], None] | None:
+    """A function writing several intermediate values of the trial at once, or None where the storage cannot."""
+    backend = backend_of(trial.storage)
+    if not hasattr(backend, "set_trial_intermediate_values"):
+        return None
+    trial_id = trial._trial_id
+    return lambda values: backend.set_trial_intermediate_values(trial_id, values)
+
+
+def light_reads(ostudy: "optuna.Study") -> bool:
+    """Whether the study's storage reads trials without curves (``get_trials_light``)."""
+    return hasattr(backend_of(ostudy._storage), "get_trials_light")
+
+
+def trials_light(ostudy: "optuna.Study", states, without_user_attrs) -> list:
+    return backend_of(ostudy._storage).get_trials_light(ostudy._study_id, states, without_user_attrs)
+
+
+def fail_waiting(ostudy: "optuna.Study", trial: "FrozenTrial", attrs: dict) -> None:
+    """Record a WAITING trial as FAIL with ``attrs`` (raises if a worker claimed it meanwhile)."""
+    storage = ostudy._storage
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial._trial_id, key, value)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def record_artifact(storage: Any, trial_id: int, artifact_id: str, filename: str) -> None:
+    """Record a written file as an artifact of the trial, as ``optuna.artifacts.upload_artifact`` does."""
+    from dataclasses import asdict
+
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX, ArtifactMeta
+
+    meta = ArtifactMeta(artifact_id=artifact_id, filename=filename, mimetype="application/octet-stream", encoding=None)
+    storage.set_trial_system_attr(trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(asdict(meta)))
+
+
+def fail_stale(ostudy: "optuna.Study") -> None:
+    """Optuna's stale-trial check (fail and re-queue trials whose heartbeat stopped), then
+    :func:`fail_heartbeatless`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(ostudy)
+    fail_heartbeatless(ostudy)
+
+
+def fail_heartbeatless(ostudy: "optuna.Study") -> None:
+    """Fail (and re-queue, like a stale trial) RUNNING trials that never sent a heartbeat.
+
+    A worker killed between ``ask`` and its first heartbeat leaves a RUNNING trial with no heartbeat
+    row, which Optuna's stale check skips forever: the other workers would wait for it without end
+    (the budget counts it as running). Such a trial started more than ``2 * grace_period + 10``
+    seconds ago (by this host's clock, as Optuna records ``datetime_start``) is dead.
+    """
+    storage = ostudy._storage
+    backend = backend_of(storage)
+    if not hasattr(backend, "heartbeatless_trial_ids") or not backend.get_heartbeat_interval():
+        return
+    grace = backend.grace_period or 2 * backend.get_heartbeat_interval()
+    callback = backend.get_heartbeat_stale_trial_callback()
+    for trial_id in backend.heartbeatless_trial_ids(ostudy._study_id):
+        started = backend.get_trial(trial_id).datetime_start
+        if started is None:
+            continue
+        now = datetime.datetime.now(started.tzinfo) if started.tzinfo else datetime.datetime.now()
+        if (now - started).total_seconds() < 2 * grace + 10:
+            continue
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker got there first
+            continue
+        frozen = copy.deepcopy(storage.get_trial(trial_id))
+        logger.warning("trial #%d never sent a heartbeat since it started at %s (its worker died before its first one): "
+                       "marked FAIL%s", frozen.number, frozen.datetime_start, " and re-queued" if callback else "")
+        if callback is not None:
+            callback(ostudy, frozen)
