@@ -183,3 +183,24 @@ def test_dataset_errors_name_the_valid_keys_of_the_format(tmp_path):
     lines = errors(tmp_path, study=STUDY.replace("dataset: {n_samples: 64}", "dataset: {n_sample: 64}"))
     assert any("study.yaml: task.dataset.n_sample: is not a known key; valid keys here: format, n_samples, noise, seed (did you mean 'n_samples'?)" in l
                for l in lines), lines
+
+
+def test_resolve_extends_one_reading_for_loader_and_narrow():
+    from hpo.spec.space import resolve_extends
+
+    plans = {"child": {"extends": "base", "b": 2}, "base": {"a": 1, "b": 1}, "loop1": {"extends": "loop2", "x": 1},
+             "loop2": {"extends": "loop1", "y": 1}, "orphan": {"extends": "nobody", "z": 1}, "me": {"extends": "me", "w": 1}}
+    # lenient (hpo narrow): a bad parent is ignored; parents come first
+    lenient = resolve_extends(plans)
+    assert list(lenient)[:2] == ["base", "child"]
+    assert lenient["child"] == {"a": 1, "b": 2}
+    assert lenient["loop1"] == {"y": 1, "x": 1} and lenient["loop2"] == {"y": 1}
+    assert lenient["orphan"] == {"z": 1} and lenient["me"] == {"w": 1}
+    # strict (the loader): a bad parent is reported and the plan left out
+    seen = []
+    strict = resolve_extends(plans, report=lambda name, rule, parent: seen.append((name, rule, parent)))
+    assert sorted(strict) == ["base", "child"]
+    assert seen[0] == ("loop2", "must not form a cycle: loop1 -> loop2 -> loop1", "loop1")
+    assert seen[1][0] == "orphan" and seen[1][1].startswith("must name a known baseline")
+    assert seen[2] == ("me", "must not form a cycle: me -> me", "me")
+    assert resolve_extends(plans, merge=lambda merged, own: own)["child"] == {"b": 2}

@@ -130,7 +130,7 @@ def test_hpo_validate_refuses_crafted_yaml_within_a_second(tmp_path, toy_study, 
     for i, ((name, (which, _, words)), r) in enumerate(zip(STUDY_YAML_BOMBS.items(), results)):
         lines = r["stderr"].strip().splitlines()
         assert r["rc"] == 2 and r["stdout"] == "" and len(lines) == 1, (name, r)
-        # a space file's YAML problem is reported in that file, at its own key (hpo/spec/load.py)
+        # a space file's YAML problem is reported in that file, at its own key (hpo/spec/study.py)
         file = rf"bad{i}_space\.yaml" if which == "space" else rf"bad{i}\.yaml"
         assert re.match(rf"error: \S*{file}: .*{re.escape(words)}", lines[0]), (name, lines)
         assert r["seconds"] < 1.0, (name, r["seconds"])

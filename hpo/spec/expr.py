@@ -6,7 +6,7 @@ Expressions are Python-like: names of config keys, numbers, strings, ``True``/``
 functions (:data:`FUNCTIONS`). Nothing else parses: no attributes, subscripts, lambdas or
 comprehensions, so a spec can never run code. Never ``eval``.
 
-Every expression is bounded, so a crafted spec cannot hang or exhaust memory: its length
+Every expression is bounded (:mod:`hpo.spec.expr_bounds`), so a crafted spec cannot hang or exhaust memory: its length
 (:data:`MAX_LENGTH` characters), its nesting (:data:`MAX_DEPTH` levels, checked without recursion before
 anything walks the tree), exponents (:data:`MAX_POWER`, also across nested powers such as
 ``(x**1000)**1000``), integer results (:data:`MAX_INT_BITS` bits), string/list/tuple results
@@ -22,23 +22,19 @@ import math
 import operator
 from typing import Any, Mapping
 
-from hpo.errors import HpoError
-
-
-class ExpressionError(HpoError):
-    exit_code = 2
-
-
-class ExpressionBoundError(ExpressionError):
-    """An expression (or a value it would compute) over one of the bounds of this module."""
-
-
-MAX_LENGTH = 2000  # characters of one expression
-MAX_DEPTH = 100  # levels of nesting (operators, calls, conditionals, lists) in one expression
-MAX_POWER = 1000  # largest exponent, also the product of the exponents of nested powers
-MAX_INT_BITS = 4096  # largest integer an expression computes (about 1,233 decimal digits)
-MAX_SEQUENCE = 10_000  # longest string, list or tuple an expression computes
-MAX_ROUND_DIGITS = 100  # largest |ndigits| of round()
+from hpo.spec.expr_bounds import (
+    BINOPS,
+    MAX_DEPTH,
+    MAX_LENGTH,
+    MAX_POWER,
+    ExpressionBoundError,
+    ExpressionError,
+    bounded_binop,
+    bounded_round,
+    bounded_str,
+    check_size,
+    nesting_depth,
+)
 
 
 def _short(source: str) -> str:
@@ -47,98 +43,15 @@ def _short(source: str) -> str:
     return show(source, 60)
 
 
-def _round(x: Any, ndigits: Any = None) -> Any:
-    if ndigits is not None and isinstance(ndigits, int) and abs(ndigits) > MAX_ROUND_DIGITS:
-        raise ExpressionBoundError(f"round() digits must be at most {MAX_ROUND_DIGITS} in magnitude, but got {ndigits}")
-    return round(x, ndigits) if ndigits is not None else round(x)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int)  # bool too
-
-
-def _is_seq(x: Any) -> bool:
-    return isinstance(x, (str, list, tuple))
-
-
-def _size(x: Any) -> int:
-    """Items of a string, or of a list/tuple counting those of the lists and strings in it (``[[0]*100]*100``
-    is 10,100): what comparing, printing or repeating it costs. Values are built within the bound, so
-    this walks at most :data:`MAX_SEQUENCE` items."""
-    if isinstance(x, str):
-        return len(x)
-    if isinstance(x, (list, tuple)):
-        return len(x) + sum(_size(i) for i in x if isinstance(i, (str, list, tuple)))
-    return 1
-
-
-def _check_size(x: Any, what: str) -> Any:
-    if isinstance(x, (str, list, tuple)) and _size(x) > MAX_SEQUENCE:
-        raise ExpressionBoundError(f"strings and lists must have at most {MAX_SEQUENCE} items, but {what} makes {_size(x)}")
-    return x
-
-
-def _str(x: Any = "") -> str:
-    return _check_size(str(_check_size(x, "the argument of str()")), "str()")
-
-
-def _bounded_binop(op: type, left: Any, right: Any) -> Any:
-    """``left op right``, refusing (before computing it) a result over the bounds."""
-    if op is ast.Pow:
-        if isinstance(right, (int, float)) and abs(right) > MAX_POWER:
-            raise ExpressionBoundError(f"exponents must be at most {MAX_POWER} in magnitude, but got {right:g}")
-        if _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1 and abs(left).bit_length() * right > MAX_INT_BITS:
-            raise ExpressionBoundError(
-                f"integer results must have at most {MAX_INT_BITS} bits, but {_num(left)} ** {right} "
-                f"has about {abs(left).bit_length() * right}")
-    elif op is ast.Mult:
-        if _is_int(left) and _is_int(right):
-            bits = abs(left).bit_length() + abs(right).bit_length()
-            if bits > MAX_INT_BITS + 1:
-                raise ExpressionBoundError(f"integer results must have at most {MAX_INT_BITS} bits, but a product has about {bits}")
-        seq, n = (left, right) if _is_seq(left) else (right, left) if _is_seq(right) else (None, None)
-        if seq is not None and _is_int(n) and _size(seq) * max(n, 0) > MAX_SEQUENCE:
-            raise ExpressionBoundError(
-                f"strings and lists must have at most {MAX_SEQUENCE} items, but a repetition makes {_size(seq) * n:g}")
-    elif op is ast.Add:
-        if _is_seq(left) and _is_seq(right) and _size(left) + _size(right) > MAX_SEQUENCE:
-            raise ExpressionBoundError(
-                f"strings and lists must have at most {MAX_SEQUENCE} items, but a sum makes {_size(left) + _size(right)}")
-        if _is_int(left) and _is_int(right) and max(abs(left).bit_length(), abs(right).bit_length()) > MAX_INT_BITS:
-            raise ExpressionBoundError(f"integer results must have at most {MAX_INT_BITS} bits")
-    elif op is ast.Mod and isinstance(left, str):
-        raise ExpressionBoundError("% is arithmetic only: string formatting is not allowed")
-    return _BINOPS[op](left, right)
-
-
-def _num(x: Any) -> str:
-    text = str(x)
-    return text if len(text) <= 20 else text[:17] + "..."
-
-
-def _depth(tree: ast.AST) -> int:
-    """The nesting depth of ``tree``, without recursion (a deep tree must not overflow the stack)."""
-    deepest, stack = 0, [(tree, 1)]
-    while stack:
-        node, d = stack.pop()
-        deepest = max(deepest, d)
-        if deepest > MAX_DEPTH:
-            return deepest
-        for child in ast.iter_child_nodes(node):
-            if not isinstance(child, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)):
-                stack.append((child, d + 1))
-    return deepest
-
-
 FUNCTIONS = {
     "min": min,
     "max": max,
     "abs": abs,
-    "round": _round,
+    "round": bounded_round,
     "int": int,
     "float": float,
     "bool": bool,
-    "str": _str,
+    "str": bounded_str,
     "len": len,
     "log2": math.log2,
     "log10": math.log10,
@@ -148,15 +61,6 @@ FUNCTIONS = {
 }
 CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
-_BINOPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
 _CMPOPS = {
     ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
@@ -188,7 +92,7 @@ class Expression:
             raise ExpressionError(f"cannot parse expression {_short(self.source)}: {e.msg}") from None
         except (RecursionError, MemoryError):  # Python's own parser on deep nesting
             raise ExpressionBoundError(f"an expression must nest at most {MAX_DEPTH} levels deep, but {_short(self.source)} nests deeper") from None
-        depth = _depth(tree.body)
+        depth = nesting_depth(tree.body)
         if depth > MAX_DEPTH:
             raise ExpressionBoundError(f"an expression must nest at most {MAX_DEPTH} levels deep, but got {depth} or more")
         self._tree = tree.body
@@ -253,7 +157,7 @@ class Expression:
             if node.id not in CONSTANTS and node.id not in FUNCTIONS:
                 self.names.add(node.id)
         elif isinstance(node, ast.BinOp):
-            if type(node.op) not in _BINOPS:
+            if type(node.op) not in BINOPS:
                 raise ExpressionError(f"{_short(self.source)}: operator {type(node.op).__name__} is not allowed")
             self._check(node.left)
             self._check(node.right)
@@ -316,7 +220,7 @@ class Expression:
             return CONSTANTS[node.id]
         if isinstance(node, ast.BinOp):
             left, right = self._eval(node.left, env), self._eval(node.right, env)
-            return _bounded_binop(type(node.op), left, right)
+            return bounded_binop(type(node.op), left, right)
         if isinstance(node, ast.UnaryOp):
             return _UNARY[type(node.op)](self._eval(node.operand, env))
         if isinstance(node, ast.BoolOp):
@@ -344,9 +248,9 @@ class Expression:
         if isinstance(node, ast.IfExp):
             return self._eval(node.body, env) if self._eval(node.test, env) else self._eval(node.orelse, env)
         if isinstance(node, ast.List):
-            return _check_size([self._eval(v, env) for v in node.elts], "a list")
+            return check_size([self._eval(v, env) for v in node.elts], "a list")
         if isinstance(node, ast.Tuple):
-            return _check_size(tuple(self._eval(v, env) for v in node.elts), "a tuple")
+            return check_size(tuple(self._eval(v, env) for v in node.elts), "a tuple")
         if isinstance(node, ast.Call):
             return FUNCTIONS[node.func.id](*(self._eval(a, env) for a in node.args))
         raise ExpressionError(f"{_short(self.source)}: cannot evaluate {type(node).__name__}")  # unreachable

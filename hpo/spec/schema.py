@@ -1,12 +1,16 @@
 """The file formats of search spaces (``search_spaces/*.yaml``) and studies (``studies/*.yaml``).
 
 Structure and types are checked here; rules that relate several keys or need the task (names of
-config keys, ranges of baselines, expressions) are checked in :mod:`hpo.spec.load`.
+config keys, ranges of baselines, expressions) are checked in :mod:`hpo.spec.compile` and
+:mod:`hpo.spec.study`. Each sampler and pruner model names the Optuna class it builds
+(``optuna_class``); its fields are that class's keyword arguments, except ``type`` and those listed in
+``not_kwargs`` (:func:`hpo.search.build`; the few that need more are in :mod:`hpo.search.special`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
@@ -16,6 +20,20 @@ Number = Union[StrictInt, StrictFloat]
 
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def type_names(union: Any) -> tuple[str, ...]:
+    """The ``type`` tags of a tagged union of models, in declaration order."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return tuple(typing.get_args(m.model_fields["type"].annotation)[0] for m in members)
+
+
+class Built(Spec):
+    """A section that :func:`hpo.search.build` turns into an instance of ``optuna_class``."""
+
+    optuna_class: ClassVar[str]
+    not_kwargs: ClassVar[frozenset[str]] = frozenset({"type"})  # fields that are no constructor argument
+    constant_kwargs: ClassVar[dict[str, Any]] = {}  # arguments the file does not set
 
 
 # --------------------------------------------------------------------------- search space
@@ -57,7 +75,6 @@ class BoolParam(Spec):
 
 
 Param = Annotated[Union[FloatParam, IntParam, CategoricalParam, BoolParam], Field(discriminator="type")]
-PARAM_TYPES = ("float", "int", "categorical", "bool")
 
 
 class ConstraintSpec(Spec):
@@ -86,11 +103,13 @@ class SearchSpaceSpec(Spec):
 
 
 # --------------------------------------------------------------------------- samplers
-class _Sampler(Spec):
+class _Sampler(Built):
+    not_kwargs: ClassVar[frozenset[str]] = frozenset({"type", "seed"})  # the seed is one worker's (hpo.search.special)
     seed: Optional[StrictInt] = None  # default: the study's seed
 
 
 class TPESampler(_Sampler):
+    optuna_class: ClassVar[str] = "optuna.samplers.TPESampler"
     type: Literal["tpe"]
     n_startup_trials: StrictInt = Field(10, ge=0)
     n_ei_candidates: StrictInt = Field(24, ge=1)
@@ -100,10 +119,13 @@ class TPESampler(_Sampler):
 
 
 class RandomSampler(_Sampler):
+    optuna_class: ClassVar[str] = "optuna.samplers.RandomSampler"
     type: Literal["random"]
 
 
 class CmaEsSampler(_Sampler):
+    optuna_class: ClassVar[str] = "optuna.samplers.CmaEsSampler"
+    constant_kwargs: ClassVar[dict[str, Any]] = {"warn_independent_sampling": False}
     type: Literal["cmaes"]
     n_startup_trials: StrictInt = Field(1, ge=0)
     sigma0: Optional[Number] = None
@@ -112,16 +134,19 @@ class CmaEsSampler(_Sampler):
 
 
 class GPSampler(_Sampler):
+    optuna_class: ClassVar[str] = "optuna.samplers.GPSampler"
     type: Literal["gp"]
     n_startup_trials: StrictInt = Field(10, ge=0)
     deterministic_objective: StrictBool = False
 
 
 class GridSampler(_Sampler):
+    optuna_class: ClassVar[str] = "optuna.samplers.GridSampler"
     type: Literal["grid"]
 
 
 class NSGA2Sampler(_Sampler):
+    optuna_class: ClassVar[str] = "optuna.samplers.NSGAIISampler"
     type: Literal["nsga2"]
     population_size: StrictInt = Field(50, ge=2)
     mutation_prob: Optional[Number] = None
@@ -133,11 +158,12 @@ SamplerSpec = Annotated[
     Union[TPESampler, RandomSampler, CmaEsSampler, GPSampler, GridSampler, NSGA2Sampler],
     Field(discriminator="type"),
 ]
-SAMPLER_TYPES = ("tpe", "random", "cmaes", "gp", "grid", "nsga2")
+SAMPLER_TYPES = type_names(SamplerSpec)
 
 
 # --------------------------------------------------------------------------- pruners
-class MedianPruner(Spec):
+class MedianPruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.MedianPruner"
     type: Literal["median"]
     n_startup_trials: StrictInt = Field(5, ge=0)
     n_warmup_steps: StrictInt = Field(0, ge=0)
@@ -145,7 +171,8 @@ class MedianPruner(Spec):
     n_min_trials: StrictInt = Field(1, ge=1)
 
 
-class PercentilePruner(Spec):
+class PercentilePruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.PercentilePruner"
     type: Literal["percentile"]
     percentile: Number = Field(ge=0, le=100)
     n_startup_trials: StrictInt = Field(5, ge=0)
@@ -154,7 +181,8 @@ class PercentilePruner(Spec):
     n_min_trials: StrictInt = Field(1, ge=1)
 
 
-class SuccessiveHalvingPruner(Spec):
+class SuccessiveHalvingPruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.SuccessiveHalvingPruner"
     type: Literal["successive_halving"]
     min_resource: Union[StrictInt, Literal["auto"]] = "auto"
     reduction_factor: StrictInt = Field(4, ge=2)
@@ -162,7 +190,8 @@ class SuccessiveHalvingPruner(Spec):
     bootstrap_count: StrictInt = Field(0, ge=0)
 
 
-class HyperbandPruner(Spec):
+class HyperbandPruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.HyperbandPruner"
     type: Literal["hyperband"]
     min_resource: StrictInt = Field(1, ge=1)
     max_resource: Union[StrictInt, Literal["auto"], None] = None  # default: budget.max_epochs
@@ -170,13 +199,15 @@ class HyperbandPruner(Spec):
     bootstrap_count: StrictInt = Field(0, ge=0)
 
 
-class WilcoxonPruner(Spec):
+class WilcoxonPruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.WilcoxonPruner"
     type: Literal["wilcoxon"]
     p_threshold: Number = Field(0.1, gt=0, lt=1)
     n_startup_steps: StrictInt = Field(2, ge=0)
 
 
-class ThresholdPruner(Spec):
+class ThresholdPruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.ThresholdPruner"
     type: Literal["threshold"]
     lower: Optional[Number] = None
     upper: Optional[Number] = None
@@ -184,11 +215,14 @@ class ThresholdPruner(Spec):
     interval_steps: StrictInt = Field(1, ge=1)
 
 
-class NoPruner(Spec):
+class NoPruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.NopPruner"
     type: Literal["none"]
 
 
-class PatientPruner(Spec):
+class PatientPruner(Built):
+    optuna_class: ClassVar[str] = "optuna.pruners.PatientPruner"
+    not_kwargs: ClassVar[frozenset[str]] = frozenset({"type", "wrapped"})  # built first (hpo.search.special)
     type: Literal["patient"]
     patience: StrictInt = Field(ge=0)
     min_delta: Number = Field(0.0, ge=0)
@@ -208,8 +242,8 @@ PrunerSpec = Annotated[
     ],
     Field(discriminator="type"),
 ]
-PRUNER_TYPES = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon", "patient", "threshold", "none")
 PatientPruner.model_rebuild()
+PRUNER_TYPES = type_names(PrunerSpec)
 
 
 # --------------------------------------------------------------------------- study

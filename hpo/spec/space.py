@@ -8,6 +8,7 @@ parameter does not apply).
 
 The same walk resolves a config without a trial (:meth:`CompiledSpace.resolve`), for baselines,
 ``hpo train --set`` and export, so there is one definition of what a config is.
+:func:`resolve_extends` is the one reading of a baseline's ``extends:`` (the loader and ``hpo narrow``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from hpo.errors import name_rule
 from hpo.spec.expr import Expression, ExpressionError
 
 if TYPE_CHECKING:
@@ -206,6 +208,55 @@ class CompiledSpace:
         overrides = {k: v for k, v in values.items() if k not in self.param_names}
         active = set(self.active(values, overrides))
         return {k: values[k] for k in self.param_names if k in active and k in values}, overrides
+
+
+def resolve_extends(
+    baselines: Mapping[str, Mapping[str, Any]],
+    *,
+    report: Callable[[str, str, Any], None] | None = None,
+    merge: Callable[[dict, dict], dict] | None = None,
+) -> dict[str, dict]:
+    """Each baseline's values with ``extends:`` resolved: its own values over its parent's, recursively
+    (in resolution order, parents first). ``merge(merged, own)`` may adjust a child's merged values.
+
+    A parent that is not a baseline or that closes a cycle is reported as ``report(name, rule, parent)``
+    and that baseline (and every one extending it) is left out; without ``report`` such a parent is
+    ignored and the baseline keeps its own values.
+    """
+    out: dict[str, dict] = {}
+    failed: set[str] = set()
+
+    def resolve(name: str, stack: tuple) -> dict | None:
+        if name in out:
+            return out[name]
+        if name in failed:
+            return None
+        own = dict(baselines[name])
+        parent_name = own.pop("extends", None)
+        values = own
+        if parent_name is not None:
+            rule = None
+            if parent_name not in baselines:
+                rule = name_rule("baseline", parent_name, baselines)
+            elif parent_name in stack or parent_name == name:
+                rule = "must not form a cycle: " + " -> ".join([*stack, name, parent_name])
+            if rule is None:
+                parent = resolve(parent_name, (*stack, name))
+                if parent is None:
+                    failed.add(name)
+                    return None
+                merged = {**parent, **own}
+                values = merge(merged, own) if merge is not None else merged
+            elif report is not None:
+                report(name, rule, parent_name)
+                failed.add(name)
+                return None
+        out[name] = values
+        return values
+
+    for n in baselines:
+        resolve(n, ())
+    return out
 
 
 def is_true(expr: Expression, env: Mapping[str, Any], param_names: Sequence[str], active: Mapping[str, Any]) -> bool:

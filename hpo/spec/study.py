@@ -1,0 +1,243 @@
+"""A study file -> a validated :class:`Study`: the task, its dataset, objectives, the study rules and
+the compiled space; and ``--set key.path=value`` overrides (:func:`apply_sets`).
+
+Everything is checked before any trial runs, and every problem found is reported at once, each as
+``file: key.path: what must hold, but got X`` (a :class:`hpo.errors.SpecError`, exit code 2).
+Precedence of config values, lowest first: the model/trainer dataclass defaults, the study's
+``training:``, the space's ``fixed:``, a baseline's overrides, sampled ``params``, ``derived:``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from pydantic import ValidationError
+
+from hpo.errors import Problem, SpecError, UnknownNameError, name_rule
+from hpo.spec.compile import compile_space, join_key, validate_space_structure
+from hpo.spec.key_types import KeyTypes
+from hpo.spec.pydantic_errors import problems_from_validation
+from hpo.spec.schema import StudySpec
+from hpo.spec.space import CompiledSpace
+from hpo.spec.yaml_io import load_yaml, loads_yaml
+
+if TYPE_CHECKING:
+    from hpo.data.cache import DataCache
+    from hpo.tasks import DatasetSpec, Task
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///runs/hpo.db"
+DEFAULT_ARTIFACTS = "runs/artifacts"
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str  # minimize | maximize
+
+
+@dataclass
+class Study:
+    """A validated study: its spec, compiled space, task class and dataset spec."""
+
+    spec: StudySpec
+    file: Path | None
+    space_file: Path | None
+    space: CompiledSpace
+    task_cls: type["Task"]
+    dataset: "DatasetSpec"
+    objectives: list[Objective]
+    record: dict = field(default_factory=dict)  # JSON-able copy stored with the study
+    raw: dict = field(default_factory=dict, repr=False)  # the study mapping it was built from (workers rebuild it)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def monitor(self) -> Objective:
+        """The objective that drives early stopping, the best epoch and pruning (the first)."""
+        return self.objectives[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def storage_url(self, override: str | None = None) -> str:
+        return override or self.spec.storage or DEFAULT_STORAGE
+
+    def artifacts_dir(self, override: str | None = None) -> str:
+        return override or self.spec.artifacts or DEFAULT_ARTIFACTS
+
+    def make_task(self, cache: "DataCache | None" = None) -> "Task":
+        return self.task_cls(self.dataset, self.spec.task.target, cache)
+
+
+def load_study(path: str | Path, sets: Iterable[str] = (), *, check_data: bool = True) -> Study:
+    """Read, override (``--set key.path=value``) and validate a study file."""
+    path = Path(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError([Problem("", "must be a mapping of study keys (name, task, space, objectives, ...)", raw)], str(path))
+    raw = apply_sets(raw, sets, str(path))
+    return study_from_dict(raw, base_dir=path.parent, file=path, check_data=check_data)
+
+
+def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, check_data: bool = True) -> Study:
+    fname = str(file) if file else None
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(problems_from_validation(e, StudySpec, raw), fname) from None
+    problems: list[Problem] = []
+
+    # -- the search space (a file relative to the study, or inline)
+    if isinstance(spec.space, str):
+        space_path = (base_dir / spec.space).resolve() if not Path(spec.space).is_absolute() else Path(spec.space)
+        try:
+            space_raw = load_yaml(space_path)
+        except SpecError as e:
+            if space_path.is_file():  # the file is there but malformed: its own file, key and rule
+                raise e.with_file(_rel(space_path)) from None
+            raise SpecError([Problem("space", f"must name a readable search space file ({e.problems[0].message})", spec.space)], fname) from None
+        space_file, space_prefix, space_fname = space_path, "", _rel(space_path)
+    else:
+        space_raw, space_file, space_prefix, space_fname = raw["space"], None, "space", None
+    space_spec = validate_space_structure(space_raw, space_fname, space_prefix, problems)
+
+    # -- the task
+    from hpo.tasks import available_task_names, get_task
+
+    try:
+        task_cls = get_task(spec.task.family)
+    except UnknownNameError:
+        problems.append(Problem("task.family", name_rule("task", spec.task.family, available_task_names()), spec.task.family))
+        raise SpecError(problems, fname) from None
+    try:
+        dataset = task_cls.DatasetSpec.model_validate(spec.task.dataset, context={"base_dir": base_dir})
+    except ValidationError as e:
+        problems += problems_from_validation(e, task_cls.DatasetSpec, spec.task.dataset, prefix="task.dataset")
+        dataset = None
+    if task_cls.needs_target and not spec.task.target:
+        problems.append(Problem("task.target", f"is required for task {task_cls.name}", has_got=False))
+
+    objectives = _objectives(spec, task_cls, fname, problems)
+    _study_rules(spec, problems)
+
+    # -- training defaults and the space
+    training = dict(spec.training)
+    types = KeyTypes(task_cls)
+    for key, value in training.items():
+        msg = types.check(key, value)
+        if msg:
+            problems.append(Problem(f"training.{key}", msg, key if key not in types.fields else value))
+    space = None
+    if space_spec is not None:
+        space = compile_space(space_spec, task_cls, training, problems, file=space_fname, prefix=space_prefix,
+                              extra_baselines=spec.baselines, extra_file=fname)
+
+    if spec.sampler.type == "grid" and space is not None:
+        try:
+            space.grid()
+        except ValueError as e:
+            problems.append(Problem("sampler.type", f"grid needs every parameter finite: {e}", "grid"))
+
+    if check_data and dataset is not None and not problems:
+        try:
+            task = task_cls(dataset, spec.task.target)
+            for p in task.check():
+                problems.append(dataclasses.replace(p, path=join_key("task.dataset", p.path) if not p.path.startswith("task.") else p.path))
+        except Exception as e:  # a task whose check crashes must still say where
+            problems.append(Problem("task.dataset", f"could not be checked: {type(e).__name__}: {e}", has_got=False))
+    if problems:
+        raise SpecError(problems, fname)
+
+    record = {
+        "file": str(file) if file else None,
+        "space_file": str(space_file) if space_file else None,
+        "spec": _jsonable({**raw, "space": space_raw}),
+        "dataset": _jsonable(dataset.model_dump(mode="json")),
+    }
+    return Study(spec, file, space_file, space, task_cls, dataset, objectives, record, copy.deepcopy(raw))
+
+
+def _objectives(spec: StudySpec, task_cls: type["Task"], fname: str | None, problems: list[Problem]) -> list[Objective]:
+    """The study's objectives: known metrics of the task, each with a direction, none twice."""
+    objectives: list[Objective] = []
+    names = task_cls.objective_names()
+    for i, o in enumerate(spec.objectives):
+        metric, direction = (o, None) if isinstance(o, str) else (o.metric, o.direction)
+        where = f"objectives.{i}" if isinstance(o, str) else f"objectives.{i}.metric"
+        if metric not in names:
+            problems.append(Problem(where, name_rule(f"metric of task {task_cls.name}", metric, names), metric))
+            continue
+        natural = task_cls.direction_of(metric)
+        if direction is None and natural is None:
+            problems.append(Problem(f"objectives.{i}.direction", f"is required for {metric} (minimize or maximize)", has_got=False))
+            continue
+        if direction and natural and direction != natural:
+            logger.warning("%s: objective %s is %sd although it is naturally %sd", fname, metric, direction, natural)
+        objectives.append(Objective(metric, direction or natural))
+    seen = [o.metric for o in objectives]
+    for m in {m for m in seen if seen.count(m) > 1}:
+        problems.append(Problem("objectives", "must not name a metric twice", m))
+    if objectives and not objectives[0].metric.startswith("val_"):
+        problems.append(Problem("objectives.0", "must be a validation metric (val_*): the first objective drives early stopping and pruning", objectives[0].metric))
+    return objectives
+
+
+def _study_rules(spec: StudySpec, problems: list[Problem]) -> None:
+    """What the sampler, pruner and backend allow together."""
+    multi = len(spec.objectives) > 1
+    if multi and spec.pruner.type != "none":
+        problems.append(Problem("pruner.type", "must be none for a multi-objective study (Optuna cannot prune multi-objective trials; early stopping still applies)", spec.pruner.type))
+    if multi and spec.sampler.type in ("cmaes",):
+        problems.append(Problem("sampler.type", "must be one of tpe, nsga2, random, gp, grid for a multi-objective study", spec.sampler.type))
+    if spec.backend == "ray" and spec.sampler.type == "grid":
+        problems.append(Problem("sampler.type", "grid is not supported with backend: ray", "grid"))
+
+
+def apply_sets(raw: dict, sets: Iterable[str], fname: str) -> dict:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of ``raw``."""
+    sets = list(sets)
+    if not sets:
+        return raw
+    out = copy.deepcopy(raw)
+    problems = []
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(Problem("--set", "must be KEY.PATH=VALUE", item))
+            continue
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = loads_yaml(text, "--set") if text.strip() else None
+    if problems:
+        raise SpecError(problems, fname)
+    return out
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
