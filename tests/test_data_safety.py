@@ -372,8 +372,9 @@ def test_h5_table_format_names_are_read_with_the_restricted_unpickler(tmp_path):
 @pytest.fixture
 def trained(toy_study, tmp_path):
     """A toy study whose trials kept their checkpoints."""
-    from hpo.analysis.export import load_stored_study
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.store.stored import load_stored_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
     from hpo.spec import load_study
 
     study = load_study(toy_study(n_trials=2))
@@ -426,7 +427,7 @@ def _complete(ostudy):
 
 def _reload(ostudy, db: Path):
     """The study read afresh from the store (a new storage object: no cached trials)."""
-    from hpo.analysis.export import load_stored_study
+    from hpo.store.stored import load_stored_study
 
     return load_stored_study(f"sqlite:///{db}", ostudy.study_name)
 
@@ -543,8 +544,9 @@ def test_every_familys_trial_checkpoint_loads_under_weights_only(tmp_path, famil
     """What ``_save_checkpoint`` writes for a trial of each family (config, metrics, weights and the
     task's checkpoint_extras: scalers, vocabularies) loads with weights_only=True."""
     from hpo.analysis.trained import load_trial_model
-    from hpo.analysis.export import load_stored_study
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.store.stored import load_stored_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
     from hpo.spec import load_study
 
     root = Path(__file__).resolve().parents[1]
@@ -561,7 +563,7 @@ def test_every_familys_trial_checkpoint_loads_under_weights_only(tmp_path, famil
 def test_load_checkpoint_refuses_non_checkpoints(tmp_path):
     import torch
 
-    from hpo.run.objective import load_checkpoint
+    from hpo.store.checkpoint import load_checkpoint
 
     sentinel = tmp_path / "pwned"
     torch.save([_Evil(sentinel)], tmp_path / "evil.pt")

@@ -72,8 +72,9 @@ def test_a_dataset_too_small_for_its_splits_is_refused_before_anything_is_stored
 
 
 def test_a_valid_dataset_is_built_once_by_the_check_and_found_by_the_trials(tmp_path, monkeypatch):
-    from hpo.run.runner import RunOptions, run_study
-    from hpo.spec.load import load_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
+    from hpo.spec import load_study
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "s.yaml"

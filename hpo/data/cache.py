@@ -9,11 +9,19 @@ trusted like the code itself (never point it at files from elsewhere).
 Each entry file starts with a magic tag and the sha256 of the pickle that follows; the digest is
 checked before unpickling, so a truncated or garbled entry (a full disk, a crash of another tool, a
 bad copy) is detected, removed and rebuilt once with a warning instead of failing every trial.
+
+Keys are made in one place, :func:`data_key`: the content digest of the input files, the family's data
+version, the dataset settings without paths, and the data config *without its fidelity knobs* (fields
+that only pick or order the data a trial trains on, such as a fraction of training pairs or a window
+stride: they are applied after the cached entry is loaded, so every fidelity shares one entry). A field
+is a fidelity knob when the family names it (``fidelity=``, e.g. ``Task.fidelity_knobs``) or when its
+dataclass field metadata says ``{"fidelity": True}``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,15 +29,14 @@ import os
 import pickle
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-CACHE_FORMAT = 2  # bump when the layout of cached entries changes (2: digest header)
-MAGIC = b"HPOCACHE2\n"  # then 32 bytes: sha256 of the pickle, then the pickle
+CACHE_FORMAT = 3  # bump when the layout of cached entries or keys changes (2: digest header; 3: keys by data_key)
+MAGIC = f"HPOCACHE{CACHE_FORMAT}\n".encode()  # then 32 bytes: sha256 of the pickle, then the pickle
 
 
 class CorruptEntry(Exception):
@@ -42,7 +49,35 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass
+def fidelity_fields(data_cfg: Any, fidelity: Iterable[str] = ()) -> set[str]:
+    """The fidelity knobs of a data config: the names in ``fidelity`` plus fields marked ``{"fidelity": True}``."""
+    marked = {f.name for f in dataclasses.fields(data_cfg) if f.metadata.get("fidelity")} if dataclasses.is_dataclass(data_cfg) else set()
+    return marked | set(fidelity)
+
+
+def data_key(data_cfg: Any = None, *, fidelity: Iterable[str] = (), fields: Iterable[str] | None = None,
+             version: int = 0, digest: str | None = None, dataset: Any = None, **extra: Any) -> dict:
+    """The cache key of a processed dataset.
+
+    Args:
+        data_cfg: the data config (a dataclass, or None); every field but the fidelity knobs is in the key
+            (``fields``: only these, for an entry that depends on some settings alone).
+        fidelity: names of the config's fidelity knobs (left out; see the module docstring).
+        version: the family's version of what it caches (bump it when the built content changes).
+        digest: the content digest of the input files (:meth:`DataCache.content_digest`).
+        dataset: the dataset settings without paths (``DatasetSpec.settings()``).
+        extra: anything else the entry depends on (the target name, a parent entry's key).
+    """
+    data = None
+    if data_cfg is not None:
+        values = dataclasses.asdict(data_cfg) if dataclasses.is_dataclass(data_cfg) else dict(vars(data_cfg))
+        skip = fidelity_fields(data_cfg, fidelity)
+        keep = set(fields) if fields is not None else set(values)
+        data = {k: v for k, v in values.items() if k in keep and k not in skip}
+    return {"version": version, "digest": digest, "dataset": dataset, "data": data, **extra}
+
+
+@dataclasses.dataclass
 class CacheStats:
     memory_hits: int = 0
     disk_hits: int = 0
@@ -87,6 +122,13 @@ class DataCache:
             h.update(p.name.encode())
             h.update(self._file_hashes[key].encode())
         return h.hexdigest()
+
+    def content_digest(self, paths: Iterable[str | os.PathLike]) -> str | None:
+        """:meth:`file_digest` of ``paths``; None when there are none or one is missing (its reader says so)."""
+        paths = list(paths)
+        if not paths or not all(Path(p).exists() for p in paths):
+            return None
+        return self.file_digest(paths)
 
     def get_or_build(self, namespace: str, key: dict, build: Callable[[], T]) -> T:
         """Return the entry for ``key`` in ``namespace``, building (and storing) it on a miss."""

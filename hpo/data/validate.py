@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from hpo.errors import DataError, show
 
 if TYPE_CHECKING:
-    from hpo.spec.load import Study
-    from hpo.tasks.base import Splits, Task
+    from hpo.spec import Study
+    from hpo.tasks import Splits, Task
 
 logger = logging.getLogger(__name__)
 

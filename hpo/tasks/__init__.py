@@ -14,7 +14,9 @@ from typing import Callable
 
 from hpo.errors import UnknownNameError
 from hpo.registry import Registry
-from hpo.tasks.base import DataPath, DatasetSpec, NoDataConfig, Splits, StepOutput, Task
+from hpo.data.dataset import DataPath, DatasetSpec
+from hpo.tasks.base import NoDataConfig, StepOutput, Task
+from hpo.tasks.splits import Splits
 
 TASKS: Registry[type[Task]] = Registry("task")
 

@@ -11,7 +11,9 @@ Who calls what, and when (all in the worker process, single-threaded):
 2. ``check()`` by ``hpo validate`` / before a study starts: cheap checks that the data resolve
    (files exist, target present). Returns problems; raises nothing for user errors.
 3. ``load(data_cfg)`` before each trial; must be cheap when called again with an equal config (use
-   ``self.cache.get_or_build``; the cache memoises in memory and on disk).
+   ``self.cache.get_or_build`` with a key from :meth:`Task.cache_key`, which leaves the task's
+   ``fidelity_knobs`` out; the cache memoises in memory and on disk). Splits, batching, scalers and
+   common metrics come from :mod:`hpo.data`.
 4. ``build_model(model_cfg, splits)`` -> ``torch.nn.Module`` on CPU; the trainer moves it.
 5. ``loader(splits, split, batch_size, shuffle=..., seed=...)`` -> an iterable of batches with
    ``len``. ``split`` is "train", "val" or "test"; while tuning the test split is locked and reading
@@ -29,93 +31,18 @@ name in ``param_groups``. :meth:`split_config` does it and names unknown keys.
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 
-from pathlib import Path
-from typing import Annotated
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
-
-from hpo.errors import Problem, TestSplitAccessError, unknown_name_message
+from hpo.errors import Problem, unknown_name_message
 
 if TYPE_CHECKING:
     import torch
 
     from hpo.data.cache import DataCache
-
-
-def _resolve_data_path(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    value = Path(value).expanduser()
-    if not value.is_absolute() and base is not None:
-        value = Path(base) / value
-    return value.resolve() if not value.is_absolute() else value
-
-
-#: A file or folder named in a study; relative paths are resolved against the study file's folder
-#: (the loader passes it as validation context ``base_dir``). Existence is checked by ``Task.check``.
-DataPath = Annotated[Path, AfterValidator(_resolve_data_path)]
-
-
-class DatasetSpec(BaseModel):
-    """Base of a task's ``task.dataset`` section.
-
-    A family with several formats declares a base subclass (the task's ``DatasetSpec``) and one
-    subclass per format with ``format: Literal["name"]``. Validating the base returns the instance of
-    the subclass that ``format`` names; a missing or unknown ``format`` is reported like a pydantic
-    tagged union (listing the formats). :meth:`formats` and :meth:`variant_for` name the subclasses.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _dispatch_on_format(cls, data: Any, handler, info: ValidationInfo):
-        if isinstance(data, dict) and cls is not DatasetSpec and not _literal_format(cls):
-            formats = cls.formats()
-            if formats:
-                fmt = data.get("format")
-                if fmt in formats:
-                    return formats[fmt].model_validate(data, context=info.context)
-                tags = ", ".join(repr(k) for k in sorted(formats))
-                err = ({"type": "union_tag_not_found", "loc": (), "input": data, "ctx": {"discriminator": "'format'"}}
-                       if fmt is None else
-                       {"type": "union_tag_invalid", "loc": (), "input": data,
-                        "ctx": {"discriminator": "'format'", "tag": str(fmt), "expected_tags": tags}})
-                raise ValidationError.from_exception_data(cls.__name__, [err])
-        return handler(data)
-
-    @classmethod
-    def formats(cls) -> dict[str, type["DatasetSpec"]]:
-        """``format`` name -> subclass, for every subclass (at any depth) with a literal ``format``."""
-        import typing
-
-        out: dict[str, type[DatasetSpec]] = {}
-        stack: list[type] = list(cls.__subclasses__())
-        while stack:
-            c = stack.pop()
-            f = c.model_fields.get("format")
-            if _literal_format(c):
-                for name in typing.get_args(f.annotation):
-                    out[name] = c
-            stack.extend(c.__subclasses__())
-        return out
-
-    @classmethod
-    def variant_for(cls, data: Any) -> type["DatasetSpec"]:
-        """The subclass whose literal ``format`` is ``data["format"]``, else this class."""
-        fmt = data.get("format") if isinstance(data, dict) else None
-        return cls.formats().get(fmt, cls) if not _literal_format(cls) else cls
-
-
-def _literal_format(cls: type) -> bool:
-    import typing
-
-    f = cls.model_fields.get("format") if hasattr(cls, "model_fields") else None
-    return f is not None and typing.get_origin(f.annotation) is typing.Literal
+    from hpo.data.dataset import DatasetSpec
+    from hpo.tasks.splits import Splits
 
 
 @dataclass
@@ -129,43 +56,6 @@ class StepOutput:
     pred: Any  # detached predictions in the target's original units (tensor or tuple of tensors)
     target: Any  # matching targets
     n: int  # number of samples in the batch (weights the running loss)
-
-
-class Splits:
-    """The train / val / test parts of a dataset, plus facts about it (``info``).
-
-    The parts are whatever the task's ``loader`` understands. The test part can be locked
-    (:meth:`locked_test`) so that any read raises; the objective locks it for every trial.
-    """
-
-    NAMES = ("train", "val", "test")
-
-    def __init__(self, train: Any, val: Any, test: Any, info: Mapping[str, Any] | None = None) -> None:
-        self._parts = {"train": train, "val": val, "test": test}
-        self.info = dict(info or {})
-        self._lock_depth = 0
-        self.test_reads = 0
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self._parts:
-            raise KeyError(unknown_name_message("split", name, self.NAMES))
-        if name == "test":
-            if self._lock_depth:
-                raise TestSplitAccessError("the test split was read during tuning; only `hpo reevaluate` may read it")
-            self.test_reads += 1
-        return self._parts[name]
-
-    def size(self, name: str) -> int:
-        part = self._parts[name]
-        return len(part) if part is not None and hasattr(part, "__len__") else 0
-
-    @contextlib.contextmanager
-    def locked_test(self):
-        self._lock_depth += 1
-        try:
-            yield self
-        finally:
-            self._lock_depth -= 1
 
 
 class Task(abc.ABC):
@@ -186,6 +76,9 @@ class Task(abc.ABC):
     needs_target: ClassVar[bool] = True
     #: analyses of trained models: name -> "package.module:function" (see :mod:`hpo.analysis.trained`)
     analyses: ClassVar[dict[str, str]] = {}
+    #: data-config fields that only pick or order the training data (a fraction of the training pairs, a
+    #: window stride): left out of cache keys, so every fidelity shares one cached entry (:meth:`cache_key`)
+    fidelity_knobs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dataset: DatasetSpec, target: str | None = None, cache: "DataCache | None" = None) -> None:
         from hpo.data.cache import DataCache
@@ -195,9 +88,17 @@ class Task(abc.ABC):
         self.cache = cache if cache is not None else DataCache(None)
 
     # -- data -------------------------------------------------------------------------------
+    def cache_key(self, data_cfg: Any, **parts: Any) -> dict:
+        """The key of this task's processed data for ``data_cfg``: :func:`hpo.data.cache.data_key` with the
+        task's :attr:`fidelity_knobs` left out; ``parts`` are ``version``, ``digest``, ``dataset``, ..."""
+        from hpo.data.cache import data_key
+
+        return data_key(data_cfg, fidelity=self.fidelity_knobs, **parts)
+
     def check(self) -> list[Problem]:
-        """Cheap checks that the dataset resolves; paths relative to ``task.dataset``."""
-        return []
+        """Cheap checks that the dataset resolves; paths relative to ``task.dataset``. Default: the
+        dataset spec's own :meth:`~hpo.data.dataset.DatasetSpec.check` for the task's target."""
+        return self.dataset.check(self.target)
 
     @abc.abstractmethod
     def load(self, data_cfg: Any) -> Splits:

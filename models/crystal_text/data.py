@@ -29,10 +29,10 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, ClassVar, Iterator, Literal, Optional
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from hpo.data.validate import MAX_LISTED, require_finite, where
 from hpo.errors import DataError, Problem, closest, show
@@ -107,12 +107,8 @@ class CrystalTextDataset(DatasetSpec):
     """The ``task.dataset`` section: validating it picks the format's model by its ``format`` key.
 
     Each format implements ``source_files`` (what the cache key digests), ``records`` (every record
-    in file order with its raw target) and ``problems`` (cheap checks for ``Task.check``).
+    in file order with its raw target) and ``check`` (cheap checks for ``Task.check``).
     """
-
-    def source_files(self) -> list[Path]:
-        """The input files whose content the processed dataset depends on (none: the spec says it all)."""
-        return []
 
     def label(self) -> str:
         """How messages name the dataset as a whole: its file, folder or glob."""
@@ -125,9 +121,6 @@ class CrystalTextDataset(DatasetSpec):
     def records(self, target: Optional[str]) -> Iterator[RawStructure]:
         raise NotImplementedError
 
-    def problems(self, target: Optional[str]) -> list[Problem]:
-        """Cheap checks: files exist, the target is there (reads one record, not the whole file)."""
-        return []
 
 
 class _SplitSettings(CrystalTextDataset):
@@ -136,14 +129,7 @@ class _SplitSettings(CrystalTextDataset):
     split_seed: int = 123  # seed of the random split (ALIGNN's default random_seed)
     max_samples: Optional[int] = Field(None, ge=3)  # use a random subset of this many samples (after filtering)
 
-    @model_validator(mode="after")
-    def _fractions(self):
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(
-                f"val_fraction + test_fraction must be < 1 to leave training samples, but got "
-                f"{self.val_fraction} + {self.test_fraction}"
-            )
-        return self
+    split_fractions: ClassVar[tuple[str, ...]] = ("val_fraction", "test_fraction")
 
 
 class JarvisJsonDataset(_SplitSettings):
@@ -216,7 +202,7 @@ class JarvisJsonDataset(_SplitSettings):
             where=at,
         )
 
-    def problems(self, target: Optional[str]) -> list[Problem]:
+    def check(self, target: Optional[str] = None) -> list[Problem]:
         if not self.path.is_file():
             return [Problem("path", "must be an existing JARVIS JSON file", str(self.path))]
         try:
@@ -288,7 +274,7 @@ class AlignnFolderDataset(_SplitSettings):
             structure.target_where = at
             yield structure
 
-    def problems(self, target: Optional[str]) -> list[Problem]:
+    def check(self, target: Optional[str] = None) -> list[Problem]:
         table = self.path / self.id_prop
         if not self.path.is_dir():
             return [Problem("path", "must be an existing folder with structure files and id_prop.csv", str(self.path))]
@@ -354,7 +340,7 @@ class AseFilesDataset(_SplitSettings):
             logger.warning("%s: %d of %d rows name no structure file matched by %s and are not used",
                            self.targets, len(rows) - len(used), len(rows), self.files)
 
-    def problems(self, target: Optional[str]) -> list[Problem]:
+    def check(self, target: Optional[str] = None) -> list[Problem]:
         problems = []
         if not _glob(self.files):
             problems.append(Problem("files", "must match at least one structure file", str(self.files)))
@@ -392,7 +378,7 @@ class DcdftDataset(_SplitSettings):
             yield RawStructure(name, atoms.numbers.copy(), atoms.positions.copy(), np.asarray(atoms.cell), atoms.pbc.copy(),
                                dcdft.data[name].get(target) if target else None, where=f"dcdft: {where(k, 'record', name)}")
 
-    def problems(self, target: Optional[str]) -> list[Problem]:
+    def check(self, target: Optional[str] = None) -> list[Problem]:
         return [] if target in DCDFT_TARGETS else [_unknown_target(target, DCDFT_TARGETS, "dcdft target")]
 
 

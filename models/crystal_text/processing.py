@@ -4,9 +4,9 @@ Two cache entries per dataset, so a study builds graphs once:
 
 1. *structures* (expensive): every usable record's atom graph, line graph and description, keyed by
    the input files' content digest, the target and the graph/description settings.
-2. *split* (cheap): the split indices, the vocabulary of the training descriptions, every
-   description's token ids and the training target statistics, keyed by entry 1's key plus the split
-   and tokenisation settings.
+2. *split* (cheap): the split indices (ALIGNN's rule, :func:`hpo.data.split.random_split` with
+   ``rule="floor"``), the vocabulary of the training descriptions, every description's token ids and the
+   training target statistics, keyed by entry 1's key plus the split and tokenisation settings.
 
 Both are plain numpy arrays and lists (ragged per-structure arrays are concatenated, with offsets),
 which pickle fast and do not depend on the torch / PyG version.
@@ -15,12 +15,13 @@ which pickle fast and do not depend on the torch / PyG version.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict
 from typing import Any, Optional
 
 import numpy as np
 
+from hpo.data.scaling import Standardizer
+from hpo.data.split import random_split
 from hpo.errors import DataError
 from models.crystal_text.config import CrystalDataConfig
 from models.crystal_text.data import CrystalTextDataset, RawStructure, target_value
@@ -32,33 +33,13 @@ logger = logging.getLogger(__name__)
 #: bump when the content of cached entries changes (2: entries are built only from data that passed the
 #: record checks, so an entry built before them, from a file they refuse, is never a hit)
 PROCESSING_VERSION = 2
-_SPLIT_FIELDS = ("val_fraction", "test_fraction", "split_seed", "max_samples")
-_STRUCTURE_SETTINGS = ("cutoff", "max_neighbors", "description_source", "symprec", "coordination_tolerance")
-_TOKEN_SETTINGS = ("max_text_tokens", "min_token_freq", "max_vocab_size", "lowercase")
+#: dataset settings of the split entry (left out of the structures entry's key)
+SPLIT_FIELDS = ("val_fraction", "test_fraction", "split_seed", "max_samples")
+#: data-config fields each entry depends on (keys by :func:`hpo.data.cache.data_key`)
+STRUCTURE_SETTINGS = ("cutoff", "max_neighbors", "description_source", "symprec", "coordination_tolerance")
+TOKEN_SETTINGS = ("max_text_tokens", "min_token_freq", "max_vocab_size", "lowercase")
 #: malformed records listed in one error (each one line); the rest are counted
 MAX_PROBLEMS = 20
-
-
-def structures_key(spec: CrystalTextDataset, target: Optional[str], digest: str, data_cfg: CrystalDataConfig) -> dict:
-    """Everything the structures entry depends on. Paths are left out: the digest covers content."""
-    reading = {k: v for k, v in spec.model_dump(mode="json").items() if k not in _SPLIT_FIELDS}
-    for k in ("path", "files", "targets", "descriptions"):
-        reading.pop(k, None)
-    return {
-        "version": PROCESSING_VERSION,
-        "reading": reading,
-        "digest": digest,
-        "target": target,
-        "settings": {k: getattr(data_cfg, k) for k in _STRUCTURE_SETTINGS},
-    }
-
-
-def split_key(structures: dict, spec: CrystalTextDataset, data_cfg: CrystalDataConfig) -> dict:
-    return {
-        "structures": structures,
-        "split": {k: getattr(spec, k) for k in _SPLIT_FIELDS},
-        "tokens": {k: getattr(data_cfg, k) for k in _TOKEN_SETTINGS},
-    }
 
 
 def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: CrystalDataConfig) -> dict[str, Any]:
@@ -166,42 +147,21 @@ def _ptr(counts: list[int]) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
 
 
-def split_indices(n: int, spec: CrystalTextDataset) -> dict[str, np.ndarray]:
-    """ALIGNN-style random split: shuffle with ``split_seed``, then val and test take ``floor(f * n)``
-    samples each (at least one when the fraction is > 0), train the rest."""
-    rng = np.random.default_rng(spec.split_seed)
-    order = rng.permutation(n)
-    if spec.max_samples is not None and spec.max_samples < n:
-        order = order[: spec.max_samples]
-        n = len(order)
-    n_val = max(1, math.floor(spec.val_fraction * n)) if spec.val_fraction > 0 else 0
-    n_test = max(1, math.floor(spec.test_fraction * n)) if spec.test_fraction > 0 else 0
-    if n - n_val - n_test < 1:
-        need = 1 + (spec.val_fraction > 0) + (spec.test_fraction > 0)
-        raise DataError(f"{spec.label()}: must hold at least {need} usable records so that no split is empty (val_fraction "
-                        f"{spec.val_fraction}, test_fraction {spec.test_fraction}), but got {n}")
-    return {
-        "train": np.sort(order[: n - n_val - n_test]),
-        "val": np.sort(order[n - n_val - n_test : n - n_test]),
-        "test": np.sort(order[n - n_test :]),
-    }
-
-
 def build_split(structures: dict, spec: CrystalTextDataset, data_cfg: CrystalDataConfig) -> dict[str, Any]:
     """Split, vocabulary (training descriptions only), token ids and the training target statistics."""
-    parts = split_indices(len(structures["ids"]), spec)
+    parts = random_split(len(structures["ids"]), spec.val_fraction, spec.test_fraction, spec.split_seed, rule="floor",
+                         max_items=spec.max_samples, what="usable records", label=spec.label())
     tokens = [tokenize(t, data_cfg.lowercase) for t in structures["descriptions"]]
     vocab = build_vocab((tokens[i] for i in parts["train"]), min_freq=data_cfg.min_token_freq, max_size=data_cfg.max_vocab_size)
     index = {t: i for i, t in enumerate(vocab)}
     ids = [encode(t, index, data_cfg.max_text_tokens) for t in tokens]
-    y = structures["targets"][parts["train"]]
-    std = float(y.std()) if len(y) > 1 else 1.0
+    scaler = Standardizer.fit(structures["targets"][parts["train"]], min_std=1e-12)  # the training split only
     return {
         "parts": parts,
         "vocab": vocab,
         "token_ids": np.concatenate(ids),
         "token_ptr": _ptr([len(t) for t in ids]),
-        "target_mean": float(y.mean()),
-        "target_std": std if std > 1e-12 else 1.0,
+        "target_mean": scaler.mean,
+        "target_std": scaler.scale,
         "data_config": asdict(data_cfg),
     }

@@ -9,15 +9,15 @@ ids once per split and text settings (both through ``self.cache``), and turns th
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Optional
 
-from hpo.data.cache import fingerprint
-from hpo.errors import Problem
+from hpo.data.cache import data_key, fingerprint
+from hpo.data.metrics import mae, r2, rmse
 from hpo.tasks import Splits, StepOutput, Task, register_task
 from models.crystal_text.config import CrystalDataConfig, CrystalTextConfig
 from models.crystal_text.data import CrystalTextDataset
-from models.crystal_text.processing import build_split, build_structures, split_key, structures_key
+from models.crystal_text.processing import (PROCESSING_VERSION, SPLIT_FIELDS, STRUCTURE_SETTINGS, TOKEN_SETTINGS, build_split,
+                                             build_structures)
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +68,13 @@ class CrystalTextTask(Task):
         self._splits: dict[str, Splits] = {}
 
     # -- data -------------------------------------------------------------------------------
-    def check(self) -> list[Problem]:
-        return self.dataset.problems(self.target)
-
     def load(self, data_cfg: CrystalDataConfig) -> Splits:
         spec = self.dataset
-        files = spec.source_files()
-        digest = self.cache.file_digest(files) if files else fingerprint(spec.model_dump(mode="json"))
-        skey = structures_key(spec, self.target, digest, data_cfg)
+        skey = self.cache_key(data_cfg, fields=STRUCTURE_SETTINGS, version=PROCESSING_VERSION,
+                              digest=self.cache.content_digest(spec.source_files()),
+                              dataset=spec.settings(exclude=SPLIT_FIELDS), target=self.target)
         structures = self.cache.get_or_build("crystal_text/structures", skey, lambda: build_structures(spec, self.target, data_cfg))
-        tkey = split_key(skey, spec, data_cfg)
+        tkey = data_key(data_cfg, fields=TOKEN_SETTINGS, structures=skey, split={k: getattr(spec, k) for k in SPLIT_FIELDS})
         memo = fingerprint(tkey)
         if memo not in self._splits:
             split = self.cache.get_or_build("crystal_text/split", tkey, lambda: build_split(structures, spec, data_cfg))
@@ -127,16 +124,8 @@ class CrystalTextTask(Task):
         return StepOutput(loss=loss, pred=model.destandardize(out).detach(), target=target, n=n)
 
     def compute_metrics(self, pred, target) -> dict[str, float]:
-        err = (pred - target).double()
-        if err.numel() == 0:
-            return {"mae": math.nan, "rmse": math.nan, "r2": math.nan}
-        ss_res = float(err.pow(2).sum())
-        ss_tot = float((target.double() - target.double().mean()).pow(2).sum())
-        return {
-            "mae": float(err.abs().mean()),
-            "rmse": math.sqrt(ss_res / err.numel()),
-            "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan,
-        }
+        pred, target = pred.double(), target.double()
+        return {"mae": mae(pred, target), "rmse": rmse(pred, target), "r2": r2(pred, target)}
 
     def checkpoint_extras(self, splits: Splits) -> dict[str, Any]:
         info = splits.info

@@ -31,7 +31,7 @@ folds; CSV rows have as many fields as the header and a finite target (no row is
 
 Preprocessing (reading, pKd, tokenising, splitting, the target scaler) runs once per study and is cached
 by the content digest of the input files and the settings (:class:`DTADataConfig`). The target scaler
-is fitted on the training split only.
+is fitted on the training split only. Splits, the scaler and the batch order come from :mod:`hpo.data`.
 """
 
 from __future__ import annotations
@@ -40,13 +40,16 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from hpo.data.loader import IndexBatcher
+from hpo.data.scaling import Standardizer
+from hpo.data.split import grouped_split, random_split
 from hpo.data.validate import MAX_LISTED, more_suffix, require_finite
 from hpo.data.validate import where as _where
 from hpo.errors import DataError, Problem, show
@@ -76,17 +79,9 @@ class DTADataset(DatasetSpec):
 
     format: str
 
-    def files(self) -> list[Path]:
-        """The input files whose content keys the cache."""
-        return []
-
-    def read(self, target: str | None) -> "RawPairs":
+    def read(self, target: str | None = None) -> "RawPairs":
         """Strings, pairs, targets (raw units) and split indices."""
         raise NotImplementedError
-
-    def check(self, target: str | None) -> list[Problem]:
-        """Cheap checks that the files exist and have what is needed; user errors are returned."""
-        return []
 
 
 class _RandomSplit(DTADataset):
@@ -95,11 +90,7 @@ class _RandomSplit(DTADataset):
     split: Literal["random", "cold_drug", "cold_protein"] = "random"  # cold: test/val drugs (proteins) unseen in training
     split_seed: int = 0  # seed of the split (the training seed is separate)
 
-    @model_validator(mode="after")
-    def _fractions(self):
-        if self.test_fraction + self.val_fraction >= 1.0:
-            raise ValueError(f"test_fraction + val_fraction must be < 1, but got {self.test_fraction + self.val_fraction:g}")
-        return self
+    split_fractions: ClassVar[tuple[str, ...]] = ("test_fraction", "val_fraction")
 
 
 class CsvDTADataset(_RandomSplit):
@@ -111,13 +102,13 @@ class CsvDTADataset(_RandomSplit):
     sequence_column: str = "sequence"
     pkd: bool = False  # the target holds Kd in nM: convert to pKd = -log10(Kd / 1e9)
 
-    def files(self) -> list[Path]:
+    def source_files(self) -> list[Path]:
         return [self.path]
 
-    def read(self, target: str | None) -> "RawPairs":
+    def read(self, target: str | None = None) -> "RawPairs":
         return read_csv(self, target or TARGET_NAME)
 
-    def check(self, target: str | None) -> list[Problem]:
+    def check(self, target: str | None = None) -> list[Problem]:
         import pandas as pd
 
         if not self.path.is_file():
@@ -148,14 +139,14 @@ class DeepDTADataset(DTADataset):
     val_fold: int = Field(0, ge=0)  # which training fold is the validation split
     pkd: bool = False  # Y holds Kd in nM (Davis): convert to pKd = -log10(Kd / 1e9)
 
-    def files(self) -> list[Path]:
+    def source_files(self) -> list[Path]:
         names = (self.ligands_file, self.proteins_file, self.affinity_file, self.train_folds_file, self.test_fold_file)
         return [self.path / n for n in names]
 
-    def read(self, target: str | None) -> "RawPairs":
+    def read(self, target: str | None = None) -> "RawPairs":
         return read_deepdta(self)
 
-    def check(self, target: str | None) -> list[Problem]:
+    def check(self, target: str | None = None) -> list[Problem]:
         if not self.path.is_dir():
             return [Problem("task.dataset.path", "must be an existing DeepDTA data folder", str(self.path))]
         problems = [Problem(f"task.dataset.{key}", f"must be a file in {self.path}", getattr(self, key))
@@ -178,10 +169,10 @@ class SyntheticDTADataset(_RandomSplit):
     noise: float = Field(0.1, ge=0.0)  # std of the target noise (the clean target has std ~1)
     seed: int = 0  # generation seed
 
-    def read(self, target: str | None) -> "RawPairs":
+    def read(self, target: str | None = None) -> "RawPairs":
         return generate_synthetic(self)
 
-    def check(self, target: str | None) -> list[Problem]:
+    def check(self, target: str | None = None) -> list[Problem]:
         if target not in (None, TARGET_NAME):
             return [Problem("task.target", f"must be {TARGET_NAME!r} or left out for synthetic data", target)]
         return []
@@ -261,10 +252,9 @@ def build(spec: DTADataset, data_cfg: DTADataConfig, target: str | None) -> DTAD
     if unknown["protein"]:
         logger.warning("%s: %d residues are outside DeepDTA's alphabet (J) and encode as <unk>", label, unknown["protein"])
 
-    y_train = raw.y[raw.split["train"]]
-    if data_cfg.scale_target:
-        mean, std = float(y_train.mean()), float(y_train.std())
-        std = std if std > 0 else 1.0
+    if data_cfg.scale_target:  # fitted on the training split only
+        scaler = Standardizer.fit(raw.y[raw.split["train"]])
+        mean, std = scaler.mean, scaler.scale
     else:
         mean, std = 0.0, 1.0
     parts = {name: (raw.drug_idx[ix].astype(np.int64), raw.protein_idx[ix].astype(np.int64), raw.y[ix].astype(np.float32))
@@ -595,50 +585,19 @@ def generate_synthetic(spec: SyntheticDTADataset) -> RawPairs:
     return RawPairs(smiles, sequences, rows.astype(np.int64), cols.astype(np.int64), y, split)
 
 
-def split_counts(n_groups: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
-    """``(n_test, n_val)`` of ``n_groups`` groups (pairs, drugs or proteins)."""
-    return int(round(test_fraction * n_groups)), max(1, int(round(val_fraction * n_groups)))
-
-
-def _fewest_groups(test_fraction: float, val_fraction: float) -> int | None:
-    """The fewest groups for which no split is empty (None when ``test_fraction`` leaves it empty always)."""
-    for g in range(3, 1_000_000):
-        t, v = split_counts(g, test_fraction, val_fraction)
-        if t >= 1 and g - t - v >= 1:
-            return g
-    return None
-
-
 def split_pairs(n: int, spec: _RandomSplit, drug_idx: np.ndarray, protein_idx: np.ndarray,
                 label: str = "task.dataset") -> dict[str, np.ndarray]:
     """Random split of ``n`` pairs (test, val as fractions of all pairs), or cold by drug / protein
     (fractions of the distinct drugs / proteins; every pair of a held-out drug goes with it). No split
     may be left empty: too few pairs (drugs, proteins) for the fractions is an error naming the fewest."""
-    rng = np.random.default_rng(spec.split_seed)
+    order = ("test_fraction", "val_fraction")
     if spec.split == "random":
-        groups, n_groups = np.arange(n), n
-    else:
-        groups = np.asarray(drug_idx if spec.split == "cold_drug" else protein_idx)
-        n_groups = int(groups.max()) + 1 if len(groups) else 0
-    n_test, n_val = split_counts(n_groups, spec.test_fraction, spec.val_fraction)
-    if n_test < 1 or n_groups - n_test - n_val < 1:
-        what = "pairs" if spec.split == "random" else spec.split.split("_")[1] + "s"
-        fewest = _fewest_groups(spec.test_fraction, spec.val_fraction)
-        need = f"at least {fewest} {what}" if fewest else "a larger test_fraction"
-        empty = "test" if n_test < 1 else "training"
-        raise DataError(f"{label}: must hold enough {what} for test_fraction {spec.test_fraction:g} and val_fraction "
-                        f"{spec.val_fraction:g} to leave no split empty ({need}), but got {n_groups} {what} "
-                        f"(the {empty} split would be empty)")
-    perm = rng.permutation(n_groups)
-    assign = np.empty(n_groups, dtype=np.int8)  # 0 train, 1 val, 2 test
-    assign[perm[:n_test]] = 2
-    assign[perm[n_test:n_test + n_val]] = 1
-    assign[perm[n_test + n_val:]] = 0
-    if spec.split == "random":
-        return {"train": np.sort(perm[n_test + n_val:]), "val": np.sort(perm[n_test:n_test + n_val]),
-                "test": np.sort(perm[:n_test])}
-    of_pair = assign[groups]
-    return {"train": np.flatnonzero(of_pair == 0), "val": np.flatnonzero(of_pair == 1), "test": np.flatnonzero(of_pair == 2)}
+        return random_split(n, spec.val_fraction, spec.test_fraction, spec.split_seed, what="pairs", label=label,
+                            fraction_order=order)
+    groups = np.asarray(drug_idx if spec.split == "cold_drug" else protein_idx)
+    return grouped_split(groups, spec.val_fraction, spec.test_fraction, spec.split_seed,
+                         n_groups=int(groups.max()) + 1 if len(groups) else 0, what=spec.split.split("_")[1] + "s",
+                         label=label, fraction_order=order)
 
 
 # ---- tokenising ----------------------------------------------------------------------------------
@@ -676,7 +635,7 @@ def tokenize(strings: list[str], vocab: list[str], max_len: int, tokenizer: str 
 
 
 # ---- batching -------------------------------------------------------------------------
-class PairLoader:
+class PairLoader(IndexBatcher):
     """Batches of a :class:`PairSet` as dicts of tensors. Each distinct drug and protein of a batch
     appears once, so each sequence is encoded once per batch:
 
@@ -692,7 +651,8 @@ class PairLoader:
     def __init__(self, pairs: PairSet, batch_size: int, *, shuffle: bool, seed: int = 0, batch_proteins: int = 0) -> None:
         import torch
 
-        self.pairs, self.batch_size, self.shuffle, self.batch_proteins = pairs, batch_size, shuffle, batch_proteins
+        super().__init__(len(pairs), batch_size, shuffle=shuffle, seed=seed)
+        self.pairs, self.batch_proteins = pairs, batch_proteins
         t = pairs.tables
         self._drug = torch.from_numpy(t.drug_tokens)
         self._drug_len = torch.from_numpy(t.drug_lengths)
@@ -701,34 +661,28 @@ class PairLoader:
         self._di = torch.from_numpy(pairs.drug_idx)
         self._pi = torch.from_numpy(pairs.protein_idx)
         self._y = torch.from_numpy(pairs.y)
-        self._gen = torch.Generator().manual_seed(seed)
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.pairs) / self.batch_size)
-
-    def _order(self):
+    def order(self):
         import torch
 
         n = len(self.pairs)
         if not self.shuffle:
             return torch.argsort(self._pi * (int(self._di.max()) + 1 if n else 1) + self._di, stable=True)
         if self.batch_proteins <= 0:
-            return torch.randperm(n, generator=self._gen)
+            return super().order()
         chunk = max(1, self.batch_size // self.batch_proteins)
         chunks = []
         for p in torch.unique(self._pi):
             rows = torch.nonzero(self._pi == p).squeeze(1)
-            rows = rows[torch.randperm(len(rows), generator=self._gen)]
+            rows = rows[torch.randperm(len(rows), generator=self.generator)]
             chunks += list(rows.split(chunk))
-        pick = torch.randperm(len(chunks), generator=self._gen)
+        pick = torch.randperm(len(chunks), generator=self.generator)
         return torch.cat([chunks[i] for i in pick.tolist()]) if chunks else torch.arange(0)
 
     def __iter__(self):
         import torch
 
-        order = self._order()
-        for start in range(0, len(order), self.batch_size):
-            ix = order[start : start + self.batch_size]
+        for ix in self.batches():
             ud, d_inv = torch.unique(self._di[ix], return_inverse=True)
             up, p_inv = torch.unique(self._pi[ix], return_inverse=True)
             ld, lp = int(self._drug_len[ud].max()), int(self._prot_len[up].max())
@@ -739,14 +693,6 @@ class PairLoader:
                 "protein_index": p_inv,
                 "y": self._y[ix],
             }
-
-
-def data_key(spec: DTADataset, data_cfg: DTADataConfig, target: str | None, digest: str | None) -> dict:
-    """Cache key: the content digest of the input files plus every setting that changes the result
-    (``batch_proteins`` and ``train_subsample`` only pick and order training pairs: not part of it)."""
-    data = {k: v for k, v in asdict(data_cfg).items() if k not in ("batch_proteins", "train_subsample")}
-    return {"spec": spec.model_dump(mode="json", exclude={"path"}), "data": data,
-            "target": target, "files": digest}
 
 
 def _read_json(path: Path, kind: type, what: str):

@@ -1,6 +1,7 @@
 """Regression metrics of drug–target affinity prediction, as the DTA literature reports them.
 
-- ``mse``, ``rmse``, ``mae``; ``r2``: coefficient of determination ``1 - SS_res / SS_tot``.
+- ``mse``, ``rmse``, ``mae``; ``r2``: coefficient of determination ``1 - SS_res / SS_tot`` (the common
+  ones, from :mod:`hpo.data.metrics`, over float64 copies).
 - ``ci``: concordance index (Gönen & Heller 2005) with DeepDTA's tie rules: every pair with *different*
   true values counts; it scores 1 when the predictions are ordered the same way, 0.5 when the predictions
   are equal, 0 otherwise. Computed exactly in O(n log n) (:func:`concordance_index`).
@@ -18,6 +19,8 @@ import math
 
 import numpy as np
 
+from hpo.data.metrics import mae, mse, r2, rmse
+
 #: name -> direction, in the order the task reports them; RMSE first (the seed minimises it)
 METRICS = {"rmse": "minimize", "mse": "minimize", "mae": "minimize", "r2": "maximize", "ci": "maximize", "rm2": "maximize"}
 
@@ -27,25 +30,14 @@ def regression_metrics(y_true, y_pred) -> dict[str, float]:
     y, p = _as_1d(y_true, y_pred)
     if len(y) == 0:
         return {name: math.nan for name in METRICS}
-    err = p - y
-    mse = float(np.mean(err**2))
     return {
-        "rmse": math.sqrt(mse),
-        "mse": mse,
-        "mae": float(np.mean(np.abs(err))),
-        "r2": r2_score(y, p),
+        "rmse": rmse(p, y),
+        "mse": mse(p, y),
+        "mae": mae(p, y),
+        "r2": r2(p, y),
         "ci": concordance_index(y, p),
         "rm2": rm2_score(y, p),
     }
-
-
-def r2_score(y_true, y_pred) -> float:
-    """Coefficient of determination ``1 - Σ(y - p)² / Σ(y - ȳ)²`` (scikit-learn's ``r2_score``)."""
-    y, p = _as_1d(y_true, y_pred)
-    ss_tot = float(np.sum((y - y.mean()) ** 2)) if len(y) else 0.0
-    if ss_tot == 0.0:
-        return math.nan
-    return 1.0 - float(np.sum((y - p) ** 2)) / ss_tot
 
 
 def rm2_score(y_true, y_pred) -> float:

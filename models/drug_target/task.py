@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpo.errors import Problem
 from hpo.tasks import Splits, StepOutput, Task, register_task
 
 from models.drug_target.config import DeepBindConfig, DTADataConfig
-from models.drug_target.data import DTADataset, PairLoader, PairSet, build, data_key
+from models.drug_target.data import DTADataset, PairLoader, PairSet, build
 from models.drug_target.metrics import METRICS, regression_metrics
 
 
@@ -29,6 +28,8 @@ class DrugTargetTask(Task):
     param_groups = ("encoder", "fusion", "head")
     needs_target = False  # CSV: names the affinity column (default "affinity"); other formats: leave it out
     analyses = {"compare": "models.drug_target.compare:compare_analysis"}
+    #: pick and order training pairs only: applied after the cached data are loaded, not part of their key
+    fidelity_knobs = ("batch_proteins", "train_subsample")
     presets = {
         "tiny": {
             "hidden_dim": 16, "feature_dim": 32, "fusion_heads": 2, "fusion_layers": 1, "embed_dim": 16,
@@ -37,15 +38,11 @@ class DrugTargetTask(Task):
         },
     }
 
-    def check(self) -> list[Problem]:
-        return self.dataset.check(self.target)
-
     def load(self, data_cfg: DTADataConfig) -> Splits:
         spec = self.dataset
-        files = spec.files()
-        digest = self.cache.file_digest(files) if files and all(f.is_file() for f in files) else None
-        data = self.cache.get_or_build("drug_target", data_key(spec, data_cfg, self.target, digest),
-                                       lambda: build(spec, data_cfg, self.target))
+        key = self.cache_key(data_cfg, dataset=spec.settings(), digest=self.cache.content_digest(spec.source_files()),
+                             target=self.target)
+        data = self.cache.get_or_build("drug_target", key, lambda: build(spec, data_cfg, self.target))
         parts = {name: PairSet(data.tables, *data.parts[name]) for name in Splits.NAMES}
         if data_cfg.train_subsample < 1.0:
             import numpy as np

@@ -19,7 +19,8 @@ targets and identity hold real numbers, all finite (NaN / inf name the sample an
 leaves no part empty.
 
 Inputs (and the identity embedding) are standardised with training-split statistics when
-``standardize_inputs`` is on; targets are left as they are. Processing is cached by file content.
+``standardize_inputs`` is on; targets are left as they are. Processing is cached by file content. The
+split, the scaler and the batch order come from :mod:`hpo.data`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ import logging
 import math
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from hpo.data.loader import IndexBatcher
+from hpo.data.scaling import Standardizer
+from hpo.data.split import grouped_split, random_split
 from hpo.data.validate import MAX_LISTED, more_suffix, require_finite
 from hpo.data.validate import where as _where
 from hpo.errors import DataError, Problem
@@ -57,20 +61,7 @@ class Face3DDataset(DatasetSpec):
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_seed: int = 0  # seed of the split (the training seed is separate)
 
-    @model_validator(mode="after")
-    def _fractions(self):
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"val_fraction + test_fraction must be < 1, but got {self.val_fraction + self.test_fraction:g}")
-        return self
-
-    def files(self) -> list[Path]:
-        return []
-
-    def read(self) -> "RawFaces":
-        raise NotImplementedError
-
-    def check(self) -> list[Problem]:
-        return []
+    split_fractions: ClassVar[tuple[str, ...]] = ("val_fraction", "test_fraction")
 
 
 class NpzFace3DDataset(Face3DDataset):
@@ -78,13 +69,13 @@ class NpzFace3DDataset(Face3DDataset):
     path: DataPath  # the .npz file
     group_by_ids: bool = True  # with an ``ids`` array: split by id, not by sample
 
-    def files(self) -> list[Path]:
+    def source_files(self) -> list[Path]:
         return [self.path]
 
-    def read(self) -> "RawFaces":
+    def read(self, target: str | None = None) -> "RawFaces":
         return read_npz(self.path)
 
-    def check(self) -> list[Problem]:
+    def check(self, target: str | None = None) -> list[Problem]:
         if not self.path.is_file():
             return [Problem("task.dataset.path", "must be an existing .npz file", str(self.path))]
         problem = _npz_container_problem(self.path)
@@ -115,7 +106,7 @@ class SyntheticFace3DDataset(Face3DDataset):
     group_by_ids: bool = True
     seed: int = 0  # generation seed
 
-    def read(self) -> "RawFaces":
+    def read(self, target: str | None = None) -> "RawFaces":
         return generate_synthetic(self)
 
 
@@ -151,18 +142,22 @@ def build(spec: Face3DDataset, data_cfg: Face3DDataConfig) -> FaceData:
     raw = spec.read()
     n = len(raw.targets)
     groups = raw.ids if raw.ids is not None and spec.group_by_ids else None
-    split = split_indices(n, spec, groups, label=str(getattr(spec, "path", "") or "task.dataset"))
+    label = str(getattr(spec, "path", "") or "task.dataset")
+    if groups is None:
+        split = random_split(n, spec.val_fraction, spec.test_fraction, spec.split_seed, what="samples", label=label)
+    else:
+        split = grouped_split(groups, spec.val_fraction, spec.test_fraction, spec.split_seed, what="ids", label=label)
     inputs, identity = raw.inputs.astype(np.float32), None if raw.identity is None else raw.identity.astype(np.float32)
     stats: dict[str, Any] = {}
     if data_cfg.standardize_inputs:
         tr = split["train"]
-        mu, sd = inputs[tr].mean(axis=(0, 1)), inputs[tr].std(axis=(0, 1))
-        inputs = (inputs - mu) / np.where(sd > 0, sd, 1.0)
-        stats["input_mean"], stats["input_std"] = mu.tolist(), sd.tolist()
+        scaler = Standardizer.fit(inputs[tr], axis=(0, 1))
+        inputs = scaler.transform(inputs)
+        stats["input_mean"], stats["input_std"] = scaler.mean.tolist(), scaler.std.tolist()
         if identity is not None:
-            mu_e, sd_e = identity[tr].mean(0), identity[tr].std(0)
-            identity = (identity - mu_e) / np.where(sd_e > 0, sd_e, 1.0)
-            stats["identity_mean"], stats["identity_std"] = mu_e.tolist(), sd_e.tolist()
+            scaler = Standardizer.fit(identity[tr], axis=0)
+            identity = scaler.transform(identity)
+            stats["identity_mean"], stats["identity_std"] = scaler.mean.tolist(), scaler.std.tolist()
     targets = raw.targets.astype(np.float32)
     parts = {k: FaceSet(inputs[ix], targets[ix], None if identity is None else identity[ix]) for k, ix in split.items()}
     info = {
@@ -346,65 +341,24 @@ def generate_synthetic(spec: SyntheticFace3DDataset) -> RawFaces:
     return RawFaces(inputs, face_target[ids], identity, ids)
 
 
-def split_indices(n: int, spec: Face3DDataset, groups: np.ndarray | None, label: str = "task.dataset") -> dict[str, np.ndarray]:
-    """Random split by sample, or by group (all samples of one id together); fractions of samples / ids.
-    No split may be left empty: too few samples (ids) for the fractions is an error naming the fewest."""
-    rng = np.random.default_rng(spec.split_seed)
-    if groups is None:
-        keys, inverse = np.arange(n), np.arange(n)
-    else:
-        keys, inverse = np.unique(groups, return_inverse=True)
-    g = len(keys)
-    n_test, n_val = _split_counts(g, spec.test_fraction, spec.val_fraction)
-    if n_test < 1 or g - n_test - n_val < 1:
-        what = "ids" if groups is not None else "samples"
-        fewest = next((k for k in range(3, 1_000_000) if _split_counts(k, spec.test_fraction, spec.val_fraction)[0] >= 1
-                       and k - sum(_split_counts(k, spec.test_fraction, spec.val_fraction)) >= 1), None)
-        need = f"at least {fewest} {what}" if fewest else "a larger test_fraction"
-        raise DataError(f"{label}: must hold enough {what} for val_fraction {spec.val_fraction:g} and test_fraction "
-                        f"{spec.test_fraction:g} to leave no split empty ({need}), but got {g} {what} "
-                        f"(the {'test' if n_test < 1 else 'training'} split would be empty)")
-    perm = rng.permutation(g)
-    assign = np.zeros(g, dtype=np.int8)
-    assign[perm[:n_test]], assign[perm[n_test:n_test + n_val]] = 2, 1
-    of = assign[inverse]
-    return {"train": np.flatnonzero(of == 0), "val": np.flatnonzero(of == 1), "test": np.flatnonzero(of == 2)}
-
-
-def _split_counts(g: int, test_fraction: float, val_fraction: float) -> tuple[int, int]:
-    return int(round(test_fraction * g)), max(1, int(round(val_fraction * g)))
-
-
-class FaceLoader:
+class FaceLoader(IndexBatcher):
     """Batches of a :class:`FaceSet`: dicts ``tokens`` (B, T, F), ``identity`` (B, E) when present,
     ``target`` (B, D). With ``shuffle`` each pass draws a new order from a generator seeded with ``seed``."""
 
     def __init__(self, part: FaceSet, batch_size: int, *, shuffle: bool, seed: int = 0) -> None:
         import torch
 
-        self.batch_size, self.shuffle, self.n = batch_size, shuffle, len(part)
+        super().__init__(len(part), batch_size, shuffle=shuffle, seed=seed)
         self._x = torch.from_numpy(part.inputs)
         self._e = None if part.identity is None else torch.from_numpy(part.identity)
         self._y = torch.from_numpy(part.targets)
-        self._gen = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
 
     def __iter__(self):
-        import torch
-
-        order = torch.randperm(self.n, generator=self._gen) if self.shuffle else torch.arange(self.n)
-        for start in range(0, self.n, self.batch_size):
-            ix = order[start : start + self.batch_size]
+        for ix in self.batches():
             batch = {"tokens": self._x[ix], "target": self._y[ix]}
             if self._e is not None:
                 batch["identity"] = self._e[ix]
             yield batch
-
-
-def data_key(spec: Face3DDataset, data_cfg: Face3DDataConfig, digest: str | None) -> dict:
-    return {"spec": spec.model_dump(mode="json", exclude={"path"}), "data": asdict(data_cfg), "files": digest}
 
 
 def _rotations(angles: np.ndarray) -> np.ndarray:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpo.errors import Problem
 from hpo.tasks import Splits, StepOutput, Task, register_task
 
 from models.face3d.config import Face3DConfig, Face3DDataConfig
-from models.face3d.data import Face3DDataset, FaceLoader, build, data_key
+from models.face3d.data import Face3DDataset, FaceLoader, build
 
 
 @register_task("face3d")
@@ -34,14 +33,10 @@ class Face3DTask(Task):
                  "epochs": 3, "batch_size": 32, "lr": 3.0e-3, "scheduler": "none"},
     }
 
-    def check(self) -> list[Problem]:
-        return self.dataset.check()
-
     def load(self, data_cfg: Face3DDataConfig) -> Splits:
         spec = self.dataset
-        files = spec.files()
-        digest = self.cache.file_digest(files) if files and all(f.is_file() for f in files) else None
-        data = self.cache.get_or_build("face3d", data_key(spec, data_cfg, digest), lambda: build(spec, data_cfg))
+        key = self.cache_key(data_cfg, dataset=spec.settings(), digest=self.cache.content_digest(spec.source_files()))
+        data = self.cache.get_or_build("face3d", key, lambda: build(spec, data_cfg))
         return Splits(data.parts["train"], data.parts["val"], data.parts["test"], info=data.info)
 
     def loader(self, splits: Splits, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> FaceLoader:
@@ -68,14 +63,16 @@ class Face3DTask(Task):
         import torch
         import torch.nn.functional as F
 
+        from hpo.data.metrics import mae, mse
+
         if len(target) == 0:
             return {name: float("nan") for name in self.metrics}
         pred, target = pred.float(), target.float()
         cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-8)
         return {
             "cosine": float(cos.mean()),
-            "mse": float(F.mse_loss(pred, target)),
-            "mae": float((pred - target).abs().mean()),
+            "mse": mse(pred, target),
+            "mae": mae(pred, target),
             "cosine_p10": float(torch.quantile(cos, 0.1)),
         }
 

@@ -1,3 +1,11 @@
+"""The ``toy`` task: the smallest complete family, the one to copy for a new one.
+
+Two synthetic modalities (6 and 4 features) and a smooth target that needs both; a model of two MLP
+encoders fused by concat / gate / sum. Everything that is not the family's own comes from :mod:`hpo.data`:
+the split cut (:func:`hpo.data.split.cut`), the train-only scaler, the cache key
+(:meth:`hpo.tasks.Task.cache_key`) and the metrics.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -5,7 +13,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from hpo.data.metrics import mae, rmse
+from hpo.data.scaling import Standardizer
+from hpo.data.split import cut
 from hpo.tasks import DatasetSpec, Splits, StepOutput, Task, register_task
+from hpo.train.config import knob
 
 
 class ToyDataset(DatasetSpec):
@@ -17,16 +29,16 @@ class ToyDataset(DatasetSpec):
 
 @dataclass
 class ToyConfig:
-    hidden: int = 32  # width of each modality encoder
-    depth: int = 1  # hidden layers per encoder (0 makes a model whose shapes do not fit: a crash, for tests)
-    fusion: Literal["concat", "gated", "sum"] = "concat"  # how the two modality embeddings are fused
-    dropout: float = 0.0
-    use_second_modality: bool = True  # off: the model sees modality A only
+    hidden: int = knob(32, "width of each modality encoder")
+    depth: int = knob(1, "hidden layers per encoder (0 makes a model whose shapes do not fit: a crash, for tests)")
+    fusion: Literal["concat", "gated", "sum"] = knob("concat", "how the two modality embeddings are fused")
+    dropout: float = knob(0.0, "dropout after every encoder layer")
+    use_second_modality: bool = knob(True, "off: the model sees modality A only")
 
 
 @dataclass
 class ToyDataConfig:
-    standardize: bool = True  # standardise inputs with training statistics
+    standardize: bool = knob(True, "standardise inputs with training statistics")
 
 
 @register_task("toy")
@@ -42,8 +54,7 @@ class ToyTask(Task):
 
     def load(self, data_cfg: ToyDataConfig) -> Splits:
         spec = self.dataset
-        key = {"spec": spec.model_dump(), "data": vars(data_cfg)}
-        return self.cache.get_or_build("toy", key, lambda: _generate(spec, data_cfg))
+        return self.cache.get_or_build("toy", self.cache_key(data_cfg, dataset=spec.settings()), lambda: _generate(spec, data_cfg))
 
     def loader(self, splits, split, batch_size, *, shuffle, seed=0):
         import torch
@@ -62,8 +73,7 @@ class ToyTask(Task):
         return StepOutput(loss=F.mse_loss(pred, y), pred=pred.detach(), target=y, n=len(y))
 
     def compute_metrics(self, pred, target):
-        err = pred - target
-        return {"mae": float(err.abs().mean()), "rmse": float(err.pow(2).mean().sqrt())}
+        return {"mae": mae(pred, target), "rmse": rmse(pred, target)}
 
 
 def _generate(spec: ToyDataset, data_cfg: ToyDataConfig) -> Splits:
@@ -74,13 +84,12 @@ def _generate(spec: ToyDataset, data_cfg: ToyDataConfig) -> Splits:
     xa, xb = torch.randn(n, da, generator=g), torch.randn(n, db, generator=g)
     y = torch.sin(xa[:, 0]) + 0.5 * xa[:, 1] * xb[:, 0] + 0.3 * xb[:, 1] ** 2
     y = (y + spec.noise * torch.randn(n, generator=g)).unsqueeze(1)
-    perm = torch.randperm(n, generator=g)
-    n_tr, n_va = int(0.7 * n), int(0.15 * n)
-    idx = {"train": perm[:n_tr], "val": perm[n_tr : n_tr + n_va], "test": perm[n_tr + n_va :]}
-    if data_cfg.standardize:
+    # 70 / 15 / 15 along a permutation drawn by the generator that made the data
+    idx = cut(torch.randperm(n, generator=g), {"train": int(0.7 * n), "val": int(0.15 * n)})
+    if data_cfg.standardize:  # training statistics only (unbiased std, as torch's default)
         tr = idx["train"]
-        xa = (xa - xa[tr].mean(0)) / xa[tr].std(0)
-        xb = (xb - xb[tr].mean(0)) / xb[tr].std(0)
+        xa = Standardizer.fit(xa[tr], 0, ddof=1).transform(xa)
+        xb = Standardizer.fit(xb[tr], 0, ddof=1).transform(xb)
     parts = {k: torch.utils.data.TensorDataset(xa[v], xb[v], y[v]) for k, v in idx.items()}
     return Splits(parts["train"], parts["val"], parts["test"], info={"dim_a": da, "dim_b": db})
 

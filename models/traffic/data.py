@@ -41,8 +41,11 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
-from hpo.errors import DataError
+from hpo.data.loader import IndexBatcher
 from hpo.data.safe_pickle import load_data_pickle
+from hpo.data.scaling import Standardizer
+from hpo.data.split import chronological_split
+from hpo.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -108,27 +111,21 @@ class ArrayWindows:
         return {"x": self.x[idx], "y": self.y[idx], "tf": self.tf[idx]}
 
 
-class WindowLoader:
+class WindowLoader(IndexBatcher):
     """Batches of windows in time order, or shuffled by a generator seeded once with ``seed`` (each
-    pass draws a new permutation from it, so a run is reproducible and epochs differ)."""
+    pass draws a new permutation from it, so a run is reproducible and epochs differ); with ``stride``
+    k only every k-th window start is visited."""
 
     def __init__(self, windows, batch_size: int, *, shuffle: bool, seed: int = 0, stride: int = 1) -> None:
         import torch
 
-        self.windows, self.batch_size, self.shuffle, self.stride = windows, batch_size, shuffle, stride
-        self._gen = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return math.ceil(math.ceil(len(self.windows) / self.stride) / self.batch_size)
+        starts = torch.arange(0, len(windows), stride)  # every stride-th window start
+        super().__init__(len(starts), batch_size, shuffle=shuffle, seed=seed, indices=starts)
+        self.windows, self.stride = windows, stride
 
     def __iter__(self):
-        import torch
-
-        starts = torch.arange(0, len(self.windows), self.stride)  # every stride-th window start
-        n = len(starts)
-        order = starts[torch.randperm(n, generator=self._gen)] if self.shuffle else starts
-        for i in range(0, n, self.batch_size):
-            yield self.windows.batch(order[i : i + self.batch_size])
+        for ix in self.batches():
+            yield self.windows.batch(ix)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,9 +172,8 @@ def series_splits(raw: RawSeries, spec: Any, dcfg: "TrafficDataConfig"):
     check_readings(values, label, raw.sensor_ids, kind="time step")  # every reader checks; this is the net
     T, N = values.shape
     L, H = dcfg.input_len, dcfg.output_len
-    n_train = int(round(T * spec.train_frac))
-    n_val = int(round(T * spec.val_frac))
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, T)}
+    bounds = chronological_split(T, spec.train_frac, spec.val_frac)
+    n_train = bounds["train"][1]
     short = [f"{name} {b - a}" for name, (a, b) in bounds.items() if b - a < L + H]
     if short:
         raise _bad(label, "time steps", f"each chronological part (train_frac {spec.train_frac}, val_frac "
@@ -215,9 +211,8 @@ def fit_scaler(train_values: np.ndarray, kind: str, file: Any = "task.dataset") 
     if not obs.any():
         raise _bad(file, "the train part", "must hold observed (non-zero) readings to fit the scaler",
                    f"{train_values.size} readings, all 0 (missing)")
-    g_mean = float(train_values[obs].mean())
-    g_std = float(train_values[obs].std())
-    g_std = g_std if g_std > 1e-6 else 1.0
+    overall = Standardizer.fit(train_values[obs], min_std=1e-6)
+    g_mean, g_std = overall.mean, overall.scale
     if kind == "global":
         return np.array([g_mean], np.float32), np.array([g_std], np.float32)
     n_obs = obs.sum(0)

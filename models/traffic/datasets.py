@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -44,13 +44,12 @@ class TrafficDataset(DatasetSpec):
 
     format: str
 
-    def files(self) -> dict[str, Path]:
-        """Input files by field name (for existence checks and the cache digest)."""
+    def path_fields(self) -> dict[str, Path]:
+        """Input files by field name (for existence checks; their content keys the cache)."""
         return {}
 
-    def content_key(self) -> dict[str, Any]:
-        """Every setting that changes the loaded data, without the paths (the cache keys on content)."""
-        return self.model_dump(mode="json", exclude=set(self.files()) | {"dir"})
+    def source_files(self) -> list[Path]:
+        return list(self.path_fields().values())
 
 
 class _ChronoSplit(TrafficDataset):
@@ -59,12 +58,7 @@ class _ChronoSplit(TrafficDataset):
     train_frac: float = Field(0.7, gt=0, lt=1)  # first 70 % of the time steps (DCRNN's split)
     val_frac: float = Field(0.1, gt=0, lt=1)  # next 10 %; the test part is the remaining 20 %
 
-    @model_validator(mode="after")
-    def _fractions(self):
-        if self.train_frac + self.val_frac >= 1:
-            raise ValueError(f"train_frac + val_frac must be < 1 (the rest is the test part), but got "
-                             f"{self.train_frac} + {self.val_frac}")
-        return self
+    split_fractions: ClassVar[tuple[str, ...]] = ("train_frac", "val_frac")
 
 
 class _WithAdjacency(TrafficDataset):
@@ -72,7 +66,7 @@ class _WithAdjacency(TrafficDataset):
     adj_format: AdjFormat = "auto"  # auto: .pkl -> dcrnn_pkl, .npy -> npy, .csv -> distances_csv if 3 columns else matrix_csv
     adj_threshold: float = Field(0.1, ge=0, lt=1)  # distances_csv: kernel weights below it are dropped (DCRNN normalized_k)
 
-    def files(self) -> dict[str, Path]:
+    def path_fields(self) -> dict[str, Path]:
         return {"adj": self.adj} if self.adj is not None else {}
 
 
@@ -81,8 +75,8 @@ class DcrnnH5Dataset(_ChronoSplit, _WithAdjacency):
     path: DataPath  # metr-la.h5 / pems-bay.h5: pandas HDF, DatetimeIndex rows x sensor-id columns
     key: Optional[str] = None  # HDF key; None: the file's only key ("df" in DCRNN's files)
 
-    def files(self) -> dict[str, Path]:
-        return {"path": self.path, **super().files()}
+    def path_fields(self) -> dict[str, Path]:
+        return {"path": self.path, **super().path_fields()}
 
 
 class DcrnnNpzDataset(_WithAdjacency):
@@ -91,8 +85,8 @@ class DcrnnNpzDataset(_WithAdjacency):
 
     SPLIT_FILES: ClassVar[tuple[str, ...]] = ("train.npz", "val.npz", "test.npz")
 
-    def files(self) -> dict[str, Path]:
-        return {**{f"dir/{n}": self.dir / n for n in self.SPLIT_FILES}, **super().files()}
+    def path_fields(self) -> dict[str, Path]:
+        return {**{f"dir/{n}": self.dir / n for n in self.SPLIT_FILES}, **super().path_fields()}
 
 
 class CsvDataset(_ChronoSplit, _WithAdjacency):
@@ -103,8 +97,8 @@ class CsvDataset(_ChronoSplit, _WithAdjacency):
     start: Optional[datetime] = None  # timestamp of the first row when there is no time_column
     interval_minutes: float = Field(5.0, gt=0)  # minutes between rows (without time_column)
 
-    def files(self) -> dict[str, Path]:
-        return {"path": self.path, **super().files()}
+    def path_fields(self) -> dict[str, Path]:
+        return {"path": self.path, **super().path_fields()}
 
     @model_validator(mode="after")
     def _time_column_needs_header(self):
@@ -121,9 +115,9 @@ class PemsNpzDataset(_ChronoSplit, _WithAdjacency):
     start: Optional[datetime] = None  # time of the first step (PEMS04: 2018-01-01, PEMS08: 2016-07-01); needed for time features
     interval_minutes: float = Field(5.0, gt=0)  # minutes between steps
 
-    def files(self) -> dict[str, Path]:
+    def path_fields(self) -> dict[str, Path]:
         extra = {"ids": self.ids} if self.ids is not None else {}
-        return {"path": self.path, **extra, **super().files()}
+        return {"path": self.path, **extra, **super().path_fields()}
 
     def channel_names(self, n_channels: int) -> list[str]:
         if self.channels is not None:

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from hpo.data.metrics import mae, rmse
 from models.traffic.config import HORIZONS
 
 METRIC_NAMES = ("mae", "rmse", "mape")
@@ -49,11 +50,10 @@ def _metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     if n == 0:
         return {m: math.nan for m in METRIC_NAMES}
     p, t = pred[mask].double(), target[mask].double()
-    err = p - t
     return {
-        "mae": float(err.abs().mean()),
-        "rmse": float(err.square().mean().sqrt()),
-        "mape": float((err.abs() / t.abs()).mean() * 100.0),
+        "mae": mae(p, t),
+        "rmse": rmse(p, t),
+        "mape": float(((p - t).abs() / t.abs()).mean() * 100.0),
     }
 
 

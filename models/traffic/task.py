@@ -47,6 +47,8 @@ class TrafficTask(Task):
     default_objective = "val_mae"
     param_groups = ("encoder", "decoder", "head")
     needs_target = False
+    #: picks training windows only: applied to the cached splits, not part of their key
+    fidelity_knobs = ("train_stride",)
     presets = {
         # one epoch (train + val) on the smoke study's synthetic data (8 sensors x 4 days at 15-min steps,
         # 246 training windows): ~0.9 s on one thread of a 2-core machine shared at load ~4.5 (less than
@@ -68,7 +70,7 @@ class TrafficTask(Task):
         if self.target is not None and spec.format != "pems_npz":
             problems.append(Problem("task.target", f"must be left out for format {spec.format}: its files hold one "
                                     "signal per sensor (only pems_npz has channels to choose)", self.target))
-        for field, path in spec.files().items():
+        for field, path in spec.path_fields().items():
             if not path.exists():
                 problems.append(Problem(f"task.dataset.{field.split('/')[0]}", "file does not exist", str(path)))
         if problems or spec.format == "synthetic":
@@ -132,14 +134,9 @@ class TrafficTask(Task):
         from models.traffic.data import load_splits
 
         spec = self.dataset
-        files = list(spec.files().values())
-        key = {
-            "version": DATA_VERSION,
-            "dataset": spec.content_key(),
-            "content": self.cache.file_digest(files) if files else None,
-            "data": {k: v for k, v in vars(data_cfg).items() if k != "train_stride"},  # the stride only picks windows
-            "target": self.target if spec.format == "pems_npz" else None,
-        }
+        key = self.cache_key(data_cfg, version=DATA_VERSION, dataset=spec.settings(),
+                             digest=self.cache.content_digest(spec.source_files()),
+                             target=self.target if spec.format == "pems_npz" else None)
         splits = self.cache.get_or_build("traffic", key, lambda: load_splits(spec, data_cfg, self.target))
         if data_cfg.train_stride == 1:
             return splits
