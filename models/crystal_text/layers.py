@@ -6,9 +6,9 @@ reference code ``alignn/models/alignn.py``): Gaussian RBF expansions of bond len
 cosines, edge-gated graph convolutions (Bresson & Laurent 2017, https://arxiv.org/abs/1711.07553)
 and the ALIGNN layer that updates the line graph (bond angles) and then the atom graph.
 
-Text side and fusion: a small transformer encoder over description tokens, and multi-head cross
-attention between atoms and tokens used by the three fusion modules (middle fusion, fine-grained
-attention, global cross-modal attention).
+Text side and fusion: a small transformer encoder over description tokens, and the three fusion
+modules (middle fusion, fine-grained attention, global cross-modal attention) built from the shared
+:class:`models.layers.CrossAttention` between atoms and tokens.
 
 Shapes follow PyG: ``N`` atoms, ``E`` bonds (directed edges), ``L`` line-graph links (bond pairs),
 ``B`` crystals, ``T`` tokens per description (padded), ``Na`` atoms per crystal (padded).
@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_geometric.utils import scatter
+
+from models.layers import CrossAttention
 
 #: added to the sum of gates before dividing, as ALIGNN does
 GATE_EPS = 1e-6
@@ -155,45 +157,6 @@ class TextEncoder(nn.Module):
         return self.norm(h) * mask.unsqueeze(-1)
 
 
-class CrossAttention(nn.Module):
-    r"""Multi-head attention of queries from one modality over keys/values from the other, added back
-    to the queries: :math:`q' = \mathrm{LN}(q + g \odot W_o\,\mathrm{MHA}(q, kv))` where the gate
-    :math:`g = \mathrm{sigmoid}(W_g [q; a])` when ``gated`` and 1 otherwise.
-
-    Args:
-        query_features (int), kv_features (int), hidden (int): attention width (divisible by ``heads``),
-        heads (int), dropout (float): on attention weights and on the output, gated (bool).
-
-    Shapes:
-        query (B, Q, query_features), kv (B, K, kv_features), kv_mask (B, K) bool (True = attend)
-        -> (B, Q, query_features)
-    """
-
-    def __init__(self, query_features: int, kv_features: int, hidden: int, heads: int, dropout: float, gated: bool = False) -> None:
-        super().__init__()
-        if hidden % heads:
-            raise ValueError(f"attention width {hidden} must be divisible by the number of heads {heads}")
-        self.heads, self.dropout_p = heads, dropout
-        self.q = nn.Linear(query_features, hidden)
-        self.kv = nn.Linear(kv_features, 2 * hidden)
-        self.out = nn.Linear(hidden, query_features)
-        self.gate = nn.Linear(2 * query_features, query_features) if gated else None
-        self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(query_features)
-
-    def forward(self, query: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
-        B, Q, _ = query.shape
-        K = kv.size(1)
-        q = self.q(query).view(B, Q, self.heads, -1).transpose(1, 2)  # (B, h, Q, d)
-        k, v = self.kv(kv).view(B, K, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # 2 x (B, h, K, d)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_mask[:, None, None, :],
-                                           dropout_p=self.dropout_p if self.training else 0.0)
-        a = self.dropout(self.out(a.transpose(1, 2).reshape(B, Q, -1)))  # (B, Q, query_features)
-        if self.gate is not None:
-            a = torch.sigmoid(self.gate(torch.cat([query, a], dim=-1))) * a
-        return self.norm(query + a)
-
-
 class MiddleFusion(nn.Module):
     """Text injected into the atoms between graph layers: every atom attends to its crystal's tokens
     and adds the gated result to its features.
@@ -239,8 +202,8 @@ class CrossModalAttention(nn.Module):
 
     def __init__(self, atom_features: int, text_features: int, hidden: int, heads: int, dropout: float, gated: bool) -> None:
         super().__init__()
-        self.graph_to_text = CrossAttention(atom_features, text_features, hidden, heads, dropout, gated)
-        self.text_to_graph = CrossAttention(text_features, atom_features, hidden, heads, dropout, gated)
+        self.graph_to_text = CrossAttention(atom_features, text_features, hidden, heads, dropout, gated=gated)
+        self.text_to_graph = CrossAttention(text_features, atom_features, hidden, heads, dropout, gated=gated)
 
     def forward(self, graph, text, atoms, atom_mask, tokens, token_mask):
         g = self.graph_to_text(graph.unsqueeze(1), tokens, token_mask).squeeze(1)
@@ -267,7 +230,6 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
 
 __all__ = [
     "ALIGNNConv",
-    "CrossAttention",
     "CrossModalAttention",
     "EdgeGatedGraphConv",
     "FineGrainedAttention",

@@ -8,8 +8,9 @@
 
 Each fusion layer lets drug tokens attend to protein tokens and protein tokens to drug tokens (both
 from the layer's input), then applies a feed-forward block to each. In the *gated* variant (the
-seed's ``GatedCrossAttention``) a sigmoid gate computed from the query and the attended values scales
-the attended values before the residual sum; the *standard* variant adds them unscaled.
+seed's ``GatedCrossAttention``, now the shared :class:`models.layers.CrossAttention`) a sigmoid gate
+computed from the query and the attended values scales the attended values before the residual sum;
+the *standard* variant adds them unscaled.
 
 Encoders: ``cnn`` is DeepDTA's character CNN (three 1-D convolutions whose filters grow 1:2:3 up to
 ``hidden_dim``) with "same" padding so that token masks stay aligned; ``transformer`` is a
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 from models.drug_target.config import DeepBindConfig
 from models.drug_target.data import PAD
+from models.layers import CrossAttention
 
 
 class CNNEncoder(nn.Module):
@@ -92,60 +94,46 @@ class TransformerSeqEncoder(nn.Module):
         return x * mask.unsqueeze(-1)
 
 
-class MultiHeadCrossAttention(nn.Module):
-    r"""Multi-head attention of queries ``x`` over keys/values ``y`` with a key padding mask.
-
-    Same maths as ``nn.MultiheadAttention``, but the mask is passed to ``scaled_dot_product_attention``
-    as a broadcast ``(B, 1, 1, Ly)`` boolean, not expanded to ``(B, heads, Lx, Ly)`` floats: on CPU this
-    halves the cost of attending from 1,200 residues to a SMILES string.
-
-    Shapes:
-        - x ``(B, Lx, H)``, y ``(B, Ly, H)``, y_mask ``(B, Ly)`` bool (True = real token; >= 1 per row)
-        - output ``(B, Lx, H)``
-    """
-
-    def __init__(self, hidden_dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(hidden_dim, hidden_dim)
-        self.kv = nn.Linear(hidden_dim, 2 * hidden_dim)
-        self.out = nn.Linear(hidden_dim, hidden_dim)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
-        (b, lx, h), ly, nh = x.shape, y.shape[1], self.heads
-        q = self.q(x).view(b, lx, nh, h // nh).transpose(1, 2)  # (B, nh, Lx, h / nh)
-        k, v = self.kv(y).view(b, ly, 2, nh, h // nh).permute(2, 0, 3, 1, 4)  # 2 x (B, nh, Ly, h / nh)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=y_mask[:, None, None, :])
-        return self.out(a.transpose(1, 2).reshape(b, lx, h))
-
-
 class CrossAttentionBlock(nn.Module):
-    r"""Queries ``x`` attend to ``y``; residual + LayerNorm; then a feed-forward block (post-norm).
+    r"""Queries ``x`` attend to ``y`` through the shared :class:`~models.layers.CrossAttention` (residual +
+    LayerNorm, dropout on its output but not on the attention weights); then a feed-forward block (post-norm).
 
     Gated (``gated=True``): ``x' = LN(x + g * a)`` with ``a = Attn(x, y, y)`` and
     ``g = sigmoid(W [x; a] + b)`` per feature; standard: ``x' = LN(x + a)``.
 
     Shapes:
-        - x ``(B, Lx, H)``, y ``(B, Ly, H)``, y_mask ``(B, Ly)`` bool (True = real token)
+        - x ``(B, Lx, H)``, y ``(B, Ly, H)``, y_mask ``(B, Ly)`` bool (True = real token; >= 1 per row)
         - output ``(B, Lx, H)``
+
+    Checkpoints written before the attention was shared name the gate ``gate`` and the first norm
+    ``norm1`` (now ``attn.gate`` and ``attn.norm``); :meth:`_load_from_state_dict` renames them.
     """
+
+    #: old parameter prefix -> new, inside one block
+    _RENAMED = (("gate.", "attn.gate."), ("norm1.", "attn.norm."))
 
     def __init__(self, hidden_dim: int, heads: int, ff_mult: int, dropout: float, gated: bool) -> None:
         super().__init__()
-        self.attn = MultiHeadCrossAttention(hidden_dim, heads)  # dropout on its output, not on the weights
-        self.gate = nn.Linear(2 * hidden_dim, hidden_dim) if gated else None
-        self.norm1 = nn.LayerNorm(hidden_dim)
+        self.attn = CrossAttention(hidden_dim, hidden_dim, hidden_dim, heads, dropout, attn_dropout=0.0, gated=gated)
         self.ff = nn.Sequential(nn.Linear(hidden_dim, ff_mult * hidden_dim), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(ff_mult * hidden_dim, hidden_dim))
         self.norm2 = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def gate(self) -> nn.Linear | None:
+        """The attention's gate (``W``, ``b`` above); None in the standard variant."""
+        return self.attn.gate
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
-        a = self.dropout(self.attn(x, y, y_mask))
-        if self.gate is not None:
-            a = torch.sigmoid(self.gate(torch.cat([x, a], dim=-1))) * a
-        x = self.norm1(x + a)
+        x = self.attn(x, y, y_mask)
         return self.norm2(x + self.dropout(self.ff(x)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in self._RENAMED:
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class FusionLayer(nn.Module):

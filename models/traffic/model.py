@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.layers import make_fusion
 from models.traffic.config import TrafficConfig
 
 
@@ -169,62 +170,40 @@ class Block(nn.Module):
         return seq.view(B, T, N, D)
 
 
-class Fusion(nn.Module):
-    """Fuses the temporal stream ``t`` and the spatial stream ``s``; both (B, T, N, D) -> (B, T, N, D).
+class CrossAttnFusion(nn.Module):
+    """``cross_attn`` fusion of the temporal stream ``t`` and the spatial stream ``s``:
+    ``t + CrossAttn(q = LN(t), kv = LN(s))`` over time per sensor (``fusion_heads``, ``fusion_dropout``,
+    the model's time positions), then ``+ MLP``, then a LayerNorm.
 
-    - ``gated``: ``z = sigmoid(W_t t + W_s s)``, ``z * t + (1 - z) * s`` (GMAN's gated fusion).
-    - ``concat``: ``Linear(2D -> D)([t, s])``.
-    - ``cross_attn``: ``t + CrossAttn(q = LN(t), kv = LN(s))`` over time per sensor (``fusion_heads``,
-      ``fusion_dropout``, the model's time positions), then ``+ MLP``.
-    - ``gated_residual``: ``t + g * W s`` with ``g = act(W_g [t, s])``; ``act`` = ``gate_activation``
-      (sigmoid: add a share of the spatial stream; tanh: add or subtract it).
-    - ``adaptive``: ``softmax(a)_0 * t + softmax(a)_1 * s`` with learnable logits ``a`` (2, D) per channel.
-    Every variant ends in a LayerNorm.
+    Shapes: t, s (B, T, N, D), pos (T,) -> (B, T, N, D)
     """
 
     def __init__(self, cfg: TrafficConfig) -> None:
         super().__init__()
-        D, kind = cfg.embed_dim, cfg.fusion_type
-        self.kind = kind
-        if kind == "gated":
-            self.w_t, self.w_s = nn.Linear(D, D, bias=False), nn.Linear(D, D)
-        elif kind == "concat":
-            self.proj = nn.Linear(2 * D, D)
-        elif kind == "cross_attn":
-            positions = cfg.positional_encoding_type if cfg.positional_encoding_type in ("relative", "rotary") else None
-            self.norm_q, self.norm_kv, self.norm_mlp = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
-            self.attn = Attention(D, cfg.fusion_heads, cfg.fusion_dropout, positions, cfg.max_relative_position)
-            self.mlp = Mlp(D, cfg.mlp_ratio, cfg.fusion_dropout)
-        elif kind == "gated_residual":
-            self.gate = nn.Linear(2 * D, D)
-            self.value = nn.Linear(D, D)
-            self.act = torch.sigmoid if cfg.gate_activation == "sigmoid" else torch.tanh
-        elif kind == "adaptive":
-            self.logits = nn.Parameter(torch.zeros(2, D))
-        else:
-            raise ValueError(f"unknown fusion_type {kind!r}")
+        D = cfg.embed_dim
+        positions = cfg.positional_encoding_type if cfg.positional_encoding_type in ("relative", "rotary") else None
+        self.norm_q, self.norm_kv, self.norm_mlp = nn.LayerNorm(D), nn.LayerNorm(D), nn.LayerNorm(D)
+        self.attn = Attention(D, cfg.fusion_heads, cfg.fusion_dropout, positions, cfg.max_relative_position)
+        self.mlp = Mlp(D, cfg.mlp_ratio, cfg.fusion_dropout)
         self.norm = nn.LayerNorm(D)
 
     def forward(self, t: torch.Tensor, s: torch.Tensor, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.kind == "gated":
-            z = torch.sigmoid(self.w_t(t) + self.w_s(s))
-            h = z * t + (1 - z) * s
-        elif self.kind == "concat":
-            h = self.proj(torch.cat([t, s], dim=-1))
-        elif self.kind == "cross_attn":
-            B, T, N, D = t.shape
-            tq = t.permute(0, 2, 1, 3).reshape(B * N, T, D)
-            sk = s.permute(0, 2, 1, 3).reshape(B * N, T, D)
-            h = tq + self.attn(self.norm_q(tq), self.norm_kv(sk), pos, pos)
-            h = h + self.mlp(self.norm_mlp(h))
-            h = h.view(B, N, T, D).permute(0, 2, 1, 3)
-        elif self.kind == "gated_residual":
-            g = self.act(self.gate(torch.cat([t, s], dim=-1)))
-            h = t + g * self.value(s)
-        else:
-            w = torch.softmax(self.logits, dim=0)  # (2, D)
-            h = w[0] * t + w[1] * s
-        return self.norm(h)
+        B, T, N, D = t.shape
+        tq = t.permute(0, 2, 1, 3).reshape(B * N, T, D)
+        sk = s.permute(0, 2, 1, 3).reshape(B * N, T, D)
+        h = tq + self.attn(self.norm_q(tq), self.norm_kv(sk), pos, pos)
+        h = h + self.mlp(self.norm_mlp(h))
+        return self.norm(h.view(B, N, T, D).permute(0, 2, 1, 3))
+
+
+def make_stream_fusion(cfg: TrafficConfig) -> nn.Module:
+    """The fusion of the temporal stream (first input) and the spatial stream (second), each ending in a
+    LayerNorm: ``cross_attn`` is :class:`CrossAttnFusion`; ``gated`` (GMAN's), ``concat``,
+    ``gated_residual`` (``gate_activation``) and ``adaptive`` are the shared :mod:`models.layers.fusion`
+    blocks. Shapes: (B, T, N, D), (B, T, N, D) -> (B, T, N, D)."""
+    if cfg.fusion_type == "cross_attn":
+        return CrossAttnFusion(cfg)
+    return make_fusion(cfg.fusion_type, cfg.embed_dim, norm=True, gate_activation=cfg.gate_activation)
 
 
 class Stage(nn.Module):
@@ -234,7 +213,7 @@ class Stage(nn.Module):
         super().__init__()
         self.temporal = nn.ModuleList(Block("time", cfg, drop_paths[i]) for i in range(t_depth))
         self.spatial = nn.ModuleList(Block("space", cfg, drop_paths[i], graph_mode) for i in range(s_depth))
-        self.fusion = Fusion(cfg)
+        self.fusion = make_stream_fusion(cfg)
 
     def forward(self, h: torch.Tensor, pos: torch.Tensor, graph: Optional[torch.Tensor]) -> torch.Tensor:
         t = h
@@ -243,7 +222,15 @@ class Stage(nn.Module):
         s = h
         for blk in self.spatial:
             s = blk(s, graph=graph)
-        return self.fusion(t, s, pos)
+        return self.fusion(t, s, pos) if isinstance(self.fusion, CrossAttnFusion) else self.fusion(t, s)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the fusion blocks were shared name the gated fusion's weights
+        ``fusion.w_t`` / ``fusion.w_s`` (now ``fusion.w_a`` / ``fusion.w_b``): rename them."""
+        for old, new in (("fusion.w_t.", "fusion.w_a."), ("fusion.w_s.", "fusion.w_b.")):
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def sincos_table(n: int, dim: int) -> torch.Tensor:
