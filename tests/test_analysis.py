@@ -2,13 +2,15 @@
 
 import pytest
 
-from hpo.analysis.export import load_stored_study
+from hpo.analysis.dashboard import publish_to_dashboard
 from hpo.analysis.narrow import narrow_space
 from hpo.analysis.reevaluate import reevaluate
-from hpo.analysis.report import build_report, publish_to_dashboard
-from hpo.run.runner import RunOptions, run_study
+from hpo.analysis.report import build_report
+from hpo.run.backends.local import run_study
+from hpo.run.options import RunOptions
 from hpo.spec import load_study
-from hpo.spec.load import load_space
+from hpo.spec import load_space
+from hpo.store.stored import load_stored_study
 from hpo.tasks import TASKS, get_task, register_task
 from hpo.spec.yaml_io import dump_yaml
 

@@ -8,10 +8,12 @@ import urllib.request
 
 import pytest
 
-from hpo.analysis.export import load_stored_study
-from hpo.analysis.report import build_report, publish_to_dashboard
-from hpo.run.runner import RunOptions, run_study
+from hpo.analysis.dashboard import publish_to_dashboard
+from hpo.analysis.report import build_report
+from hpo.run.backends.local import run_study
+from hpo.run.options import RunOptions
 from hpo.spec import load_study
+from hpo.store.stored import load_stored_study
 from tests.conftest import ROOT, chromium, free_port, require
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

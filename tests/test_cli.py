@@ -120,3 +120,15 @@ def test_ctrl_c_then_rerun_resumes_without_duplicating_baselines(toy_study, tmp_
     assert len(rerun) == 1 and rerun[0].params == interrupted[0].params and rerun[0].state.name in ("COMPLETE", "PRUNED")
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(done) == 5
+
+
+def test_import_and_help_stay_light():
+    heavy = ("torch", "optuna", "ray", "plotly", "pandas", "sqlalchemy")
+    code = f"import sys, hpo.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout  # `import hpo.cli` imports no heavy library
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "hpo", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "keys" in r.stdout, r.stderr
+    assert time.monotonic() - t0 < 2.0  # `hpo --help` starts in well under a second on an idle machine

@@ -2,7 +2,8 @@
 
 import math
 
-from hpo.train.diagnose import diagnose_curves, diagnose_study, summary_text
+from hpo.analysis.diagnosis import diagnose_study, summary_text
+from hpo.train.diagnose import diagnose_curves
 
 
 def _curves(train, val, **extra):

@@ -1,2 +1,8 @@
-"""Reading finished studies: export of best configs, the HTML report, narrowing a space, re-evaluation on
-the test split, and loading a trial's trained model (:mod:`~hpo.analysis.trained`)."""
+"""Reading finished studies, each through :class:`hpo.store.stored.StoredStudy` (the record, task and
+trials): :mod:`~hpo.analysis.export` writes the best (top-K, Pareto-optimal) configs as re-runnable YAML/JSON
+or commands; :mod:`~hpo.analysis.report` the self-contained HTML report, drawn by
+:mod:`~hpo.analysis.figures` (plotly) from :mod:`~hpo.analysis.view` (the trials read once, plans vs tuned);
+:mod:`~hpo.analysis.dashboard` attaches the curves and the diagnosis note to optuna-dashboard;
+:mod:`~hpo.analysis.narrow` narrows a space around the top trials; :mod:`~hpo.analysis.reevaluate` retrains
+the top configs and the plans with several seeds on the test split; :mod:`~hpo.analysis.trained` loads a
+trial's checkpoint back into its model and runs a task's own analyses on it."""

@@ -16,7 +16,7 @@ import math
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import UsageError
+from hpo.store.record import BASELINE, OVERRIDES
 
 if TYPE_CHECKING:
     import optuna
@@ -24,14 +24,12 @@ if TYPE_CHECKING:
 
 def narrow_space(ostudy: "optuna.Study", top: int, margin: float = 0.1) -> tuple[dict, dict]:
     """Return (the narrowed space as a YAML-able dict, facts about what changed)."""
-    from hpo.analysis.export import select_trials
-    from hpo.store.record import RECORD_ATTR
+    from hpo.store.stored import StoredStudy
 
-    record = ostudy.user_attrs.get(RECORD_ATTR)
-    if not record:
-        raise UsageError(f"study {ostudy.study_name!r} was not created by fusion-hpo (no spec stored with it)")
-    space = copy.deepcopy(record["spec"]["space"])
-    trials = select_trials(ostudy, top)
+    stored = StoredStudy(ostudy)
+    stored.require()
+    space = copy.deepcopy(stored.spec["space"])
+    trials = stored.best(top)
     params = space.get("params") or {}
     facts: dict[str, Any] = {"top": [t.number for t in trials], "changed": {}, "unchanged": []}
     new_params: dict[str, Any] = {}
@@ -58,13 +56,13 @@ def narrow_space(ostudy: "optuna.Study", top: int, margin: float = 0.1) -> tuple
     space["params"] = new_params
 
     # baselines: the top trials, and the original ones that still fit
-    from hpo.spec.space import ParamDef
+    from hpo.spec.space import ParamDef, resolve_extends
 
     defs = {n: ParamDef(n, q["type"], q.get("low"), q.get("high"), q.get("log", False), q.get("step"), tuple(q.get("choices", ()) or ()))
             for n, q in new_params.items()}
     kept, dropped = {}, []
     original = space.get("baselines") or {}
-    resolved = _flatten_extends(original)  # only to check the values; `extends:` is kept as written
+    resolved = resolve_extends(original)  # only to check the values; `extends:` is kept as written
     for name, values in resolved.items():
         if all(defs[k].contains(v) for k, v in values.items() if k in defs):
             kept[name] = original[name]
@@ -79,11 +77,11 @@ def narrow_space(ostudy: "optuna.Study", top: int, margin: float = 0.1) -> tuple
                 dropped.append(name)
                 break
             parent = original.get(parent, {}).get("extends")
-    by_plan = {t.user_attrs.get("baseline") for t in trials}
+    by_plan = {t.user_attrs.get(BASELINE) for t in trials}
     for t in trials:
-        if t.user_attrs.get("baseline") in kept:
+        if t.user_attrs.get(BASELINE) in kept:
             continue  # that plan is kept under its own name
-        kept[f"phase1_trial_{t.number}"] = {**(t.user_attrs.get("overrides") or {}), **t.params}
+        kept[f"phase1_trial_{t.number}"] = {**(t.user_attrs.get(OVERRIDES) or {}), **t.params}
     facts["top_plans"] = sorted(n for n in by_plan if n)
     space["baselines"] = kept
     facts["dropped_baselines"] = dropped
@@ -93,25 +91,6 @@ def narrow_space(ostudy: "optuna.Study", top: int, margin: float = 0.1) -> tuple
         f"{datetime.now(timezone.utc):%Y-%m-%d}. " + (space.get("description") or "")
     ).strip()
     return space, facts
-
-
-def _flatten_extends(baselines: dict) -> dict:
-    """Resolve ``extends:`` by merging parents (the loader re-derives which parameters are active)."""
-    out: dict[str, dict] = {}
-
-    def resolve(name: str, seen: tuple = ()) -> dict:
-        if name in out:
-            return out[name]
-        values = dict(baselines[name])
-        parent = values.pop("extends", None)
-        if parent in baselines and parent not in seen:
-            values = {**resolve(parent, (*seen, name)), **values}
-        out[name] = values
-        return values
-
-    for n in baselines:
-        resolve(n)
-    return out
 
 
 def _narrow_numeric(p: dict, values: list, margin: float) -> dict:

@@ -17,29 +17,29 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from hpo.errors import UsageError
+from hpo.store.record import BASELINE, CONFIG, REEVALUATION
 
 if TYPE_CHECKING:
     import optuna
 
 logger = logging.getLogger(__name__)
 
-ATTR = "reevaluation"
-
 
 def configs_to_reevaluate(ostudy: "optuna.Study", top: int, baselines: bool = True) -> list[tuple[str, int, dict]]:
     """(label, trial number, config) of the top-K trials and of each named baseline."""
-    from hpo.analysis.export import select_trials
+    from hpo.store.stored import StoredStudy
 
+    stored = StoredStudy(ostudy)
     out: list[tuple[str, int, dict]] = []
-    for rank, t in enumerate(select_trials(ostudy, top), start=1):
-        out.append((f"tuned_rank{rank}_trial{t.number}", t.number, dict(t.user_attrs["config"])))
+    for rank, t in enumerate(stored.best(top), start=1):
+        out.append((f"tuned_rank{rank}_trial{t.number}", t.number, dict(t.user_attrs[CONFIG])))
     if baselines:
         seen = set()
-        for t in ostudy.get_trials(deepcopy=False):
-            name = t.user_attrs.get("baseline")
-            if name and name not in seen and "config" in t.user_attrs and t.state.name in ("COMPLETE", "PRUNED"):
+        for t in stored.trials():
+            name = t.user_attrs.get(BASELINE)
+            if name and name not in seen and CONFIG in t.user_attrs and t.state.name in ("COMPLETE", "PRUNED"):
                 seen.add(name)
-                out.append((name, t.number, dict(t.user_attrs["config"])))
+                out.append((name, t.number, dict(t.user_attrs[CONFIG])))
     return out
 
 
@@ -56,22 +56,16 @@ def reevaluate(
 ) -> dict[str, Any]:
     import torch
 
-    from hpo.data.cache import DataCache
-    from hpo.store.record import RECORD_ATTR
-    from hpo.tasks import get_task
+    from hpo.store.stored import StoredStudy
     from hpo.train import fit
     from hpo.train.loop import evaluate, predict
 
-    record = ostudy.user_attrs.get(RECORD_ATTR)
-    if not record:
-        raise UsageError(f"study {ostudy.study_name!r} was not created by fusion-hpo (no spec stored with it)")
-    spec = record["spec"]
-    task_cls = get_task(spec["task"]["family"])
-    dataset = task_cls.DatasetSpec.model_validate(record["dataset"])
-    task = task_cls(dataset, spec["task"].get("target"), DataCache(cache_dir))
-    objectives = spec["objectives"]
-    monitor = objectives[0] if isinstance(objectives[0], str) else objectives[0]["metric"]
-    direction = ostudy.directions[0].name.lower()
+    stored = StoredStudy(ostudy)
+    stored.require()
+    task_cls = stored.task_class
+    task = stored.task(cache_dir)
+    monitor = stored.metrics[0]
+    direction = stored.directions[0]
     seeds = list(seeds if seeds is not None else range(5))
     if len(seeds) < 2:
         raise UsageError("--seeds must be >= 2 (a spread needs at least two runs)")
@@ -117,7 +111,7 @@ def reevaluate(
         target = preds[0][1]
         result["ensemble"] = {"config": label, "members": len(preds), "metrics": task.compute_metrics(pred, target)}
     result["seconds"] = time.time() - result.pop("started")
-    ostudy.set_user_attr(ATTR, _jsonable(result))
+    ostudy.set_user_attr(REEVALUATION, _jsonable(result))
     return result
 
 

@@ -16,6 +16,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import DataError, UsageError, name_rule
+from hpo.store.record import BASELINE, CHECKPOINT, CHECKPOINT_SHA256
 
 if TYPE_CHECKING:
     import optuna
@@ -36,7 +37,7 @@ def trusted_checkpoint_id(ostudy: "optuna.Study", trial: "optuna.trial.FrozenTri
     if trial.state != TrialState.COMPLETE:
         raise UsageError(f"trial #{n}: state: must be COMPLETE to load its checkpoint (checkpoints are kept for "
                          f"complete trials only), but got {trial.state.name}")
-    artifact = trial.user_attrs.get("checkpoint")
+    artifact = trial.user_attrs.get(CHECKPOINT)
     if not artifact:
         raise UsageError(f"trial #{n}: user attr checkpoint: must name the checkpoint the trial saved, but got none "
                          "(it ran with --no-checkpoints, or its checkpoint could not be written)")
@@ -61,33 +62,31 @@ def _sha256(path: str) -> str:
 
 def load_trial_model(ostudy: "optuna.Study", number: int, artifacts_dir: str, cache_dir: str = "runs/cache"):
     """(task, splits, model) of trial ``number``'s best checkpoint (the model in eval mode, on CPU).
-    Only what :func:`trusted_checkpoint_id` admits is read, with :func:`hpo.run.objective.load_checkpoint`
+    Only what :func:`trusted_checkpoint_id` admits is read, with :func:`hpo.store.checkpoint.load_checkpoint`
     (``weights_only=True``)."""
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-    from hpo.data.cache import DataCache
-    from hpo.run.objective import load_checkpoint
-    from hpo.store.record import RECORD_ATTR
-    from hpo.tasks import get_task
+    from hpo.store.checkpoint import load_checkpoint
+    from hpo.store.stored import StoredStudy
 
-    trials = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
+    stored = StoredStudy(ostudy)
+    trials = {t.number: t for t in stored.trials()}
     if number not in trials:
         raise UsageError(f"study {ostudy.study_name!r} has no trial #{number}")
     trial = trials[number]
     artifact = trusted_checkpoint_id(ostudy, trial)
-    record = ostudy.user_attrs[RECORD_ATTR]
-    task_cls = get_task(record["spec"]["task"]["family"])
-    task = task_cls(task_cls.DatasetSpec.model_validate(record["dataset"]), record["spec"]["task"].get("target"), DataCache(cache_dir))
+    task_cls = stored.task_class
+    task = stored.task(cache_dir)
     label = f"trial #{number} checkpoint (artifact {artifact})"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "checkpoint.pt")  # download_artifact refuses to overwrite a file
         download_artifact(artifact_store=FileSystemArtifactStore(artifacts_dir), file_path=path, artifact_id=artifact)
-        digest = trial.user_attrs.get("checkpoint_sha256")
+        digest = trial.user_attrs.get(CHECKPOINT_SHA256)
         if digest is not None and _sha256(path) != digest:
             raise DataError(f"{label}: file: must be the file the trial wrote (sha256 {digest}), but got "
                             f"sha256 {_sha256(path)}: it was replaced; nothing was loaded")
         ckpt = load_checkpoint(path, label)  # weights_only=True: tensors and plain data, nothing runs
-    names = {ostudy.study_name, record["spec"].get("name")}  # the stored name, or the study file's
+    names = {ostudy.study_name, stored.spec.get("name")}  # the stored name, or the study file's
     if ckpt["study"] not in names or ckpt["trial"] != number or ckpt["task"] != task_cls.name:
         raise DataError(f"{label}: checkpoint: must be trial #{number}'s of study {ostudy.study_name!r} "
                         f"({task_cls.name}), but got trial #{ckpt['trial']} of study {ckpt['study']!r} ({ckpt['task']})")
@@ -102,10 +101,10 @@ def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artif
                  **options: Any) -> dict:
     """Run analysis ``name`` of the study's task on the best checkpoints of trials ``numbers``;
     ``options`` are passed to the analysis (e.g. ``out`` for an HTML file)."""
-    from hpo.store.record import RECORD_ATTR
-    from hpo.tasks import get_task
+    from hpo.store.stored import StoredStudy
 
-    task_cls = get_task(ostudy.user_attrs[RECORD_ATTR]["spec"]["task"]["family"])
+    stored = StoredStudy(ostudy)
+    task_cls = stored.task_class
     analyses = getattr(task_cls, "analyses", {}) or {}
     if name not in analyses:
         raise UsageError(f"analysis {name_rule(f'analysis of task {task_cls.name}', name, analyses)}, but got {name!r}")
@@ -113,10 +112,10 @@ def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artif
     fn = getattr(importlib.import_module(module), attr)
     models: dict[str, Any] = {}
     task = splits = None
-    trials = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
+    trials = {t.number: t for t in stored.light_trials()}
     for n in numbers:
         task, splits, model = load_trial_model(ostudy, n, artifacts_dir)
-        tag = trials[n].user_attrs.get("baseline")
+        tag = trials[n].user_attrs.get(BASELINE)
         models[f"#{n}" + (f" [{tag}]" if tag else "")] = model
     kwargs = {**({"split": split} if split else {}), **options}
     result = fn(task, splits, models, **kwargs)

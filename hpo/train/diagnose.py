@@ -10,8 +10,8 @@ Per trial (from its stored ``curves``, ``config`` and ``stop_reason``):
   ``min_delta``; ``wasted_epochs``: epochs trained after plateau + patience ("flat after epoch 100 but
   trained 800 epochs: early stopping never fired");
 - ``diverged``: non-finite loss or metric;
-- ``underfitting`` (needs the study): the train metric at the best epoch much worse than the study's
-  best train metric.
+- ``underfitting`` (needs the study, so it is found by :func:`hpo.analysis.diagnosis.diagnose_study`): the
+  train metric at the best epoch much worse than the study's best train metric.
 
 Diagnoses are plain dicts (JSON in the store): ``kind``, ``message``, ``evidence`` and ``knobs`` (config
 keys of the trial that the plans turn against this kind).
@@ -73,7 +73,7 @@ def diagnose_curves(
 ) -> list[dict]:
     """Diagnoses of one trial. ``metric`` is the monitored metric without prefix (e.g. ``mae``)."""
     config = dict(config or {})
-    keys = set(config) | _default_keys()
+    keys = set(config) | train_keys()
     val = _series(curves.get(f"val_{metric}"))
     train = _series(curves.get(f"train_{metric}"))
     epochs = [int(e) for e in _series(curves.get("epoch")) if e is not None] or [i + 1 for i in range(len(val))]
@@ -85,7 +85,7 @@ def diagnose_curves(
         v is not None and not math.isfinite(v) for name in ("train_loss", "val_loss", f"val_{metric}") for v in _series(curves.get(name))
     )
     if nonfinite:
-        out.append(_make("diverged", "training diverged (non-finite loss or metric)", {"stop_reason": stop_reason}, keys))
+        out.append(finding("diverged", "training diverged (non-finite loss or metric)", {"stop_reason": stop_reason}, keys))
     if not finite_val:
         return out
     best_epoch, best = min(finite_val, key=lambda ev: sign * ev[1])
@@ -101,12 +101,12 @@ def diagnose_curves(
             ratio_name, tr, va = "loss", tl[idx], vl[idx]
     if ratio_name is not None and tr > 0 and va is not None:
         ratio = va / tr
-        evidence = {"epoch": best_epoch, f"train_{ratio_name}": _r(tr), f"val_{ratio_name}": _r(va), "ratio": _r(ratio), "gap": _r(va - tr)}
+        evidence = {"epoch": best_epoch, f"train_{ratio_name}": round6(tr), f"val_{ratio_name}": round6(va), "ratio": round6(ratio), "gap": round6(va - tr)}
         if ratio > thresholds.overfit_ratio:
-            out.append(_make("overfitting", f"val {ratio_name} is {ratio:.1f}x train at the best epoch {best_epoch} "
+            out.append(finding("overfitting", f"val {ratio_name} is {ratio:.1f}x train at the best epoch {best_epoch} "
                              f"(gap {va - tr:.4g}; over {thresholds.overfit_ratio:g}x is overfitting)", evidence, keys))
         elif ratio < thresholds.underfit_ratio:
-            out.append(_make("room_to_regularize_less", f"val {ratio_name} is only {ratio:.2f}x train at epoch {best_epoch} "
+            out.append(finding("room_to_regularize_less", f"val {ratio_name} is only {ratio:.2f}x train at epoch {best_epoch} "
                              f"(under {thresholds.underfit_ratio:g}x): regularisation can be lowered", evidence, keys))
 
     # plateau and wasted epochs
@@ -120,74 +120,18 @@ def diagnose_curves(
     last = finite_val[-1][0]
     patience = int(config.get("patience") or 0)
     if last - plateau >= max(3, len(finite_val) // 10):
-        out.append(_make("plateau", f"val {metric} improved by less than {min_delta:.3g} after epoch {plateau} "
-                         f"({last - plateau} more epochs trained)", {"plateau_epoch": plateau, "last_epoch": last, "min_delta": _r(min_delta)}, keys))
+        out.append(finding("plateau", f"val {metric} improved by less than {min_delta:.3g} after epoch {plateau} "
+                         f"({last - plateau} more epochs trained)", {"plateau_epoch": plateau, "last_epoch": last, "min_delta": round6(min_delta)}, keys))
         wasted = last - (plateau + patience) if patience else last - plateau
         if wasted > 0 and (not patience or stop_reason != "early_stopped"):
             why = f"patience {patience} never fired" if patience else "early stopping is off (patience 0)"
-            out.append(_make("wasted_epochs", f"{wasted} epochs trained after the plateau at epoch {plateau}"
+            out.append(finding("wasted_epochs", f"{wasted} epochs trained after the plateau at epoch {plateau}"
                              + (f" + patience {patience}" if patience else "") + f": {why}",
                              {"wasted_epochs": wasted, "plateau_epoch": plateau, "patience": patience, "epochs_run": last}, keys))
     return out
 
 
-def diagnose_study(trials: Sequence[Any], *, metric: str, direction: str, thresholds: Thresholds = Thresholds()) -> dict:
-    """Per-trial diagnoses (adding ``underfitting`` against the study's best train metric) and a
-    summary: how many trials show each finding, and what the best trial shows."""
-    sign = 1.0 if direction == "minimize" else -1.0
-    per: dict[int, list[dict]] = {}
-    train_at_best: dict[int, float] = {}
-    by_number = {t.number: t for t in trials}
-    for t in trials:
-        curves = t.user_attrs.get("curves")
-        stored = t.user_attrs.get("diagnosis")
-        if not curves and stored is not None and thresholds == Thresholds():
-            # read without its curves (big studies): the diagnosis the trial stored when it ended, from
-            # the same curves with the same default thresholds
-            per[t.number] = [dict(d) for d in stored if d.get("kind") != "underfitting"]
-        elif curves:
-            per[t.number] = diagnose_curves(curves, metric=metric, direction=direction, config=t.user_attrs.get("config", {}),
-                                            stop_reason=t.user_attrs.get("stop_reason"), thresholds=thresholds)
-        else:
-            continue
-        m = t.user_attrs.get("metrics") or {}
-        if m.get(f"train_{metric}") is not None:
-            train_at_best[t.number] = m[f"train_{metric}"]
-    if train_at_best:
-        best_train = min(train_at_best.values(), key=lambda v: sign * v)
-        for n, v in train_at_best.items():
-            worse = (v / best_train if direction == "minimize" and best_train > 0 else
-                     (best_train / v if v > 0 else math.inf))
-            if worse > thresholds.underfit_factor:
-                keys = set(by_number[n].user_attrs.get("config", {})) | _default_keys()
-                per[n].append(_make("underfitting", f"train {metric} {v:.4g} is {worse:.1f}x worse than the study's best train {metric} {best_train:.4g}",
-                                    {f"train_{metric}": _r(v), f"study_best_train_{metric}": _r(best_train), "factor": _r(worse)}, keys))
-    counts: dict[str, int] = {}
-    for diags in per.values():
-        for d in diags:
-            counts[d["kind"]] = counts.get(d["kind"], 0) + 1
-    return {"metric": metric, "direction": direction, "trials": per, "counts": counts, "n_trials": len(per)}
-
-
-def summary_text(result: dict, best_number: int | None = None) -> str:
-    """A Markdown note for people (the dashboard shows it on the study page)."""
-    lines = [f"## Curve diagnosis ({result['n_trials']} trials with curves, metric {result['metric']})", ""]
-    if not result["counts"]:
-        lines.append("No overfitting, plateau, wasted epochs, divergence or underfitting found.")
-    for kind, n in sorted(result["counts"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"- **{kind.replace('_', ' ')}**: {n} trial(s)")
-    if best_number is not None and best_number in result["trials"]:
-        lines += ["", f"### Best trial #{best_number}"]
-        diags = result["trials"][best_number]
-        if not diags:
-            lines.append("Nothing found.")
-        for d in diags:
-            knobs = ", ".join(d["knobs"]) or "-"
-            lines.append(f"- **{d['kind'].replace('_', ' ')}**: {d['message']}. Knobs: {knobs}")
-    return "\n".join(lines)
-
-
-def _make(kind: str, message: str, evidence: dict, keys: Iterable[str]) -> dict:
+def finding(kind: str, message: str, evidence: dict, keys: Iterable[str]) -> dict:
     return {"kind": kind, "message": message, "evidence": evidence, "knobs": knobs_for(kind, keys)}
 
 
@@ -195,12 +139,12 @@ def _series(values: Sequence[Any] | None) -> list:
     return [None if v is None else float(v) for v in (values or [])]
 
 
-def _r(x: float) -> float:
+def round6(x: float) -> float:
     return float(f"{x:.6g}")
 
 
 @functools.lru_cache(maxsize=1)
-def _default_keys() -> frozenset[str]:
+def train_keys() -> frozenset[str]:
     from hpo.train.config import TrainConfig
     import dataclasses
 

@@ -25,7 +25,7 @@ from hpo.train.setup import resolve_device, seed_everything
 if TYPE_CHECKING:
     import torch
 
-    from hpo.tasks.base import Splits, Task
+    from hpo.tasks import Splits, Task
     from hpo.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,9 @@ entry. Training settings (lr, weight_decay, scheduler, warmup_steps, patience, b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
+
+from hpo.train.config import knob
 
 Loss = Literal["mse", "l1", "huber"]
 AtomFeatures = Literal["physical", "learned", "both"]
@@ -46,49 +48,53 @@ class CrystalTextConfig:
     """ALIGNN-style crystal graph encoder + a text encoder, fused by attention (see ``model.py``)."""
 
     # -- graph encoder (ALIGNN, Choudhary & DeCost 2021) --------------------------------------------------
-    alignn_layers: int = 4  # ALIGNN layers: edge-gated convs on the line graph (angles) then the atom graph
-    gcn_layers: int = 4  # edge-gated convs on the atom graph only, after the ALIGNN layers
-    hidden_features: int = 256  # width of atom, bond and angle features in the graph encoder
-    embedding_features: int = 64  # width of the atom / bond / angle input embeddings before the hidden width
-    graph_dropout: float = 0.15  # dropout on atom and bond features after every graph layer
-    atom_features: AtomFeatures = "physical"  # atom inputs: fixed element descriptors (as ALIGNN's CGCNN features), a learned embedding, or both
-    edge_rbf_bins: int = 80  # radial basis functions for bond lengths (ALIGNN: 80)
-    edge_rbf_max: float = 8.0  # Å, centre of the last bond-length RBF (ALIGNN: 8.0; longer bonds saturate)
-    angle_rbf_bins: int = 40  # radial basis functions for bond-angle cosines over [-1, 1] (ALIGNN: 40)
-    graph_norm: Norm = "layer"  # normalisation in the edge-gated convs; "batch" is ALIGNN's (needs > 1 atom per batch)
+    alignn_layers: int = knob(4, "ALIGNN layers: edge-gated convs on the line graph (angles) then the atom graph")
+    gcn_layers: int = knob(4, "edge-gated convs on the atom graph only, after the ALIGNN layers")
+    hidden_features: int = knob(256, "width of atom, bond and angle features in the graph encoder")
+    embedding_features: int = knob(64, "width of the atom / bond / angle input embeddings before the hidden width")
+    graph_dropout: float = knob(0.15, "dropout on atom and bond features after every graph layer")
+    atom_features: AtomFeatures = knob(
+        "physical", "atom inputs: fixed element descriptors (as ALIGNN's CGCNN features), a learned embedding, or both")
+    edge_rbf_bins: int = knob(80, "radial basis functions for bond lengths (ALIGNN: 80)")
+    edge_rbf_max: float = knob(8.0, "Å, centre of the last bond-length RBF (ALIGNN: 8.0; longer bonds saturate)")
+    angle_rbf_bins: int = knob(40, "radial basis functions for bond-angle cosines over [-1, 1] (ALIGNN: 40)")
+    graph_norm: Norm = knob("layer", 'normalisation in the edge-gated convs: "layer", or "batch" as ALIGNN '
+                                     "(needs > 1 atom per batch)")
     # -- text encoder (trained from scratch over word tokens) ------------------------------------------------
-    text_hidden_features: int = 128  # width of token features in the text encoder
-    text_layers: int = 2  # transformer encoder layers over the description tokens
-    text_num_heads: int = 4  # attention heads in the text encoder; must divide text_hidden_features
-    text_dropout: float = 0.1  # dropout inside the text encoder
-    text_pooling: Pooling = "mean"  # sentence vector: mean of token features or the leading [CLS] token
+    text_hidden_features: int = knob(128, "width of token features in the text encoder")
+    text_layers: int = knob(2, "transformer encoder layers over the description tokens")
+    text_num_heads: int = knob(4, "attention heads in the text encoder; must divide text_hidden_features")
+    text_dropout: float = knob(0.1, "dropout inside the text encoder")
+    text_pooling: Pooling = knob("mean", "sentence vector: mean of token features or the leading [CLS] token")
     # -- global cross-modal attention (graph vector <-> text tokens, text vector <-> atoms) -------------------
-    use_cross_modal_attention: bool = True  # off: the pooled graph and text vectors go to the fusion head as they are
-    cross_modal_hidden_dim: int = 256  # attention width; must be divisible by cross_modal_num_heads
-    cross_modal_num_heads: int = 4  # attention heads
-    cross_modal_dropout: float = 0.1  # dropout on attention weights and outputs
-    cross_modal_gated: bool = False  # gated variant: a sigmoid gate mixes the attended vector into the query
+    use_cross_modal_attention: bool = knob(True, "global cross-modal attention (graph vector <-> text tokens, text "
+                                                 "vector <-> atoms); off: pooled vectors go to the head as they are")
+    cross_modal_hidden_dim: int = knob(256, "cross-modal attention width; must be divisible by cross_modal_num_heads")
+    cross_modal_num_heads: int = knob(4, "cross-modal attention heads")
+    cross_modal_dropout: float = knob(0.1, "cross-modal attention: dropout on attention weights and outputs")
+    cross_modal_gated: bool = knob(False, "cross-modal attention, gated variant: a sigmoid gate mixes the attended vector into the query")
     # -- fine-grained attention (every atom <-> every text token) --------------------------------------------
-    use_fine_grained_attention: bool = True  # atoms attend to tokens and tokens attend to atoms
-    fine_grained_hidden_dim: int = 256  # attention width; must be divisible by fine_grained_num_heads
-    fine_grained_num_heads: int = 8  # attention heads
-    fine_grained_dropout: float = 0.2  # dropout on attention weights and outputs
+    use_fine_grained_attention: bool = knob(True, "fine-grained attention: every atom attends to every text token and back")
+    fine_grained_hidden_dim: int = knob(256, "fine-grained attention width; must be divisible by fine_grained_num_heads")
+    fine_grained_num_heads: int = knob(8, "fine-grained attention heads")
+    fine_grained_dropout: float = knob(0.2, "fine-grained attention: dropout on attention weights and outputs")
     # -- middle fusion (text injected into the atoms between graph layers) -----------------------------------
-    use_middle_fusion: bool = True  # inject text into the atom features after the layers in middle_fusion_layers
-    middle_fusion_layers: str = "2"  # 1-based graph layers after which text is injected: "2", "1,2", "2,3", "1,2,3"
-    middle_fusion_hidden_dim: int = 128  # attention width; must be divisible by middle_fusion_num_heads
-    middle_fusion_num_heads: int = 2  # attention heads
-    middle_fusion_dropout: float = 0.1  # dropout on attention weights and outputs
+    use_middle_fusion: bool = knob(True, "inject text into the atom features after the layers in middle_fusion_layers")
+    middle_fusion_layers: str = knob("2", '1-based graph layers after which text is injected: "2", "1,2", "2,3", '
+                                          '"1,2,3"')
+    middle_fusion_hidden_dim: int = knob(128, "middle-fusion attention width; must be divisible by middle_fusion_num_heads")
+    middle_fusion_num_heads: int = knob(2, "middle-fusion attention heads")
+    middle_fusion_dropout: float = knob(0.1, "middle-fusion attention: dropout on attention weights and outputs")
     # -- contrastive graph-text alignment (InfoNCE over the batch, train mode only) ---------------------------
-    use_contrastive_loss: bool = False  # add contrastive_weight * InfoNCE(graph, text) to the training loss
-    contrastive_weight: float = 0.1  # weight of the contrastive term
-    contrastive_temperature: float = 0.1  # softmax temperature of the InfoNCE logits
+    use_contrastive_loss: bool = knob(False, "add contrastive_weight * InfoNCE(graph, text) to the training loss")
+    contrastive_weight: float = knob(0.1, "weight of the contrastive term")
+    contrastive_temperature: float = knob(0.1, "softmax temperature of the InfoNCE logits")
     # -- loss and augmentation (train mode only) -------------------------------------------------------------
-    loss: Loss = "mse"  # regression loss on standardised targets (ALIGNN: mse)
-    text_deletion_prob: float = 0.0  # each description token is deleted with this probability
-    text_mask_prob: float = 0.0  # the whole description is deleted (masked) for a sample with this probability
-    lattice_perturbation_std: float = 0.0  # std of a random strain: bond vectors r -> r (I + E), E ~ N(0, std)
-    mixup_alpha: float = 0.0  # mixup of fused vectors and targets with lambda ~ Beta(alpha, alpha); 0 turns it off
+    loss: Loss = knob("mse", "regression loss on standardised targets (ALIGNN: mse)")
+    text_deletion_prob: float = knob(0.0, "each description token is deleted with this probability")
+    text_mask_prob: float = knob(0.0, "the whole description is deleted (masked) for a sample with this probability")
+    lattice_perturbation_std: float = knob(0.0, "std of a random strain: bond vectors r -> r (I + E), E ~ N(0, std)")
+    mixup_alpha: float = knob(0.0, "mixup of fused vectors and targets, lambda ~ Beta(alpha, alpha); 0 turns it off")
 
     def __post_init__(self) -> None:
         problems = []
@@ -127,7 +133,7 @@ class CrystalTextConfig:
                 problems.append(str(e))
         choices = {"atom_features": AtomFeatures, "graph_norm": Norm, "text_pooling": Pooling, "loss": Loss}
         for name, lit in choices.items():
-            allowed = lit.__args__
+            allowed = get_args(lit)
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, but got {getattr(self, name)!r}")
         if problems:
@@ -152,15 +158,15 @@ DescriptionSource = Literal["auto", "data", "generated"]
 class CrystalDataConfig:
     """Preprocessing: graphs, descriptions and tokens. Every field is part of the cache key."""
 
-    cutoff: float = 8.0  # Å, neighbour search radius (ALIGNN: 8.0); grown for atoms with too few neighbours
-    max_neighbors: int = 12  # keep each atom's k nearest neighbours (ties at the k-th distance kept; ALIGNN: 12)
-    description_source: DescriptionSource = "auto"  # auto: the data's description when present, else generated
-    symprec: float = 0.1  # Å, spglib tolerance for the space group in generated descriptions
-    coordination_tolerance: float = 0.2  # a neighbour is bonded if within (1 + tol) x the atom's nearest distance
-    max_text_tokens: int = 128  # description tokens kept per crystal (after the [CLS] token), the rest cut
-    min_token_freq: int = 1  # a token needs this many occurrences in the training descriptions to enter the vocabulary
-    max_vocab_size: int = 10000  # vocabulary size cap (most frequent training tokens), special tokens included
-    lowercase: bool = True  # lowercase descriptions before tokenising
+    cutoff: float = knob(8.0, "Å, neighbour search radius (ALIGNN: 8.0); grown for atoms with too few neighbours")
+    max_neighbors: int = knob(12, "keep each atom's k nearest neighbours (ties at the k-th distance kept; ALIGNN: 12)")
+    description_source: DescriptionSource = knob("auto", "auto: the data's description when present, else generated")
+    symprec: float = knob(0.1, "Å, spglib tolerance for the space group in generated descriptions")
+    coordination_tolerance: float = knob(0.2, "a neighbour is bonded if within (1 + tol) x the atom's nearest distance")
+    max_text_tokens: int = knob(128, "description tokens kept per crystal (after the [CLS] token), the rest cut")
+    min_token_freq: int = knob(1, "occurrences in the training descriptions a token needs to enter the vocabulary")
+    max_vocab_size: int = knob(10000, "vocabulary size cap (most frequent training tokens), special tokens included")
+    lowercase: bool = knob(True, "lowercase descriptions before tokenising")
 
     def __post_init__(self) -> None:
         problems = []
@@ -175,7 +181,7 @@ class CrystalDataConfig:
             problems.append(f"symprec must be > 0, but got {self.symprec}")
         if self.coordination_tolerance < 0:
             problems.append(f"coordination_tolerance must be >= 0, but got {self.coordination_tolerance}")
-        if self.description_source not in DescriptionSource.__args__:
+        if self.description_source not in get_args(DescriptionSource):
             problems.append(f"description_source must be one of auto, data, generated, but got {self.description_source!r}")
         if problems:
             raise ValueError("; ".join(problems))
