@@ -15,7 +15,7 @@ CONSTRAINTS ?= constraints.txt
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 PYTEST_ARGS ?=
 
-.PHONY: demo test install dev bench bench-quick clean
+.PHONY: demo test layers install dev bench bench-quick clean
 
 # torch first: a plain `torch` requirement would pull a multi-GB CUDA build; 2.13.0 satisfies ours.
 $(BIN)/python:
@@ -39,6 +39,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the import layers of hpo/ (errors/registry <- data <- train <- tasks <- spec <- search <- store <- run <- analysis <- cli)
+layers: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q tests/test_layers.py
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py

@@ -76,7 +76,8 @@ def run_study_file(path: Path, sets: list[str], tag: str, workdir: Path, **opts)
     (a store left by an earlier run is removed: a benchmark must not resume an older study)."""
     import optuna
 
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
     from hpo.spec import load_study
     from hpo.store.storage import open_storage
 

@@ -90,7 +90,9 @@ def main(argv=None) -> dict:
     train_cfg, model_cfg, data_cfg = task.split_config(config)
     splits = task.load(data_cfg)  # both sides reuse the loaded data, as trials of a study do
 
-    from hpo.run.runner import RunOptions, create_or_load, run_worker
+    from hpo.run.loop import run_worker
+    from hpo.run.options import RunOptions
+    from hpo.run.study import create_or_load
 
     # The service: one real worker loop (budget checks, sampling, per-epoch report and pruning, curves
     # and metrics, checkpoint upload) on a fresh SQLite store, every trial the same config. After each
@@ -112,7 +114,7 @@ def main(argv=None) -> dict:
         return time.perf_counter() - t0, time.process_time() - c0
 
     # the service's per-epoch hook (report to the study + pruning decision), timed where it runs
-    from hpo.run.objective import OptunaHandle
+    from hpo.run.handles import OptunaHandle
 
     hook = {"s": 0.0}
     report = OptunaHandle.report
@@ -157,7 +159,8 @@ def main(argv=None) -> dict:
     inside = statistics.median(t_hook)
     accounted = (mb + outside + inside) / mb
     # cache hit rate over a whole (short) study with a fresh cache directory
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
 
     hit_study = load_study(args.study, [f"storage=sqlite:///{tmp}/hits.db", f"artifacts={tmp}/artifacts"])
     summary = run_study(hit_study, RunOptions(cache_dir=str(tmp / "cache-fresh"), checkpoints=False))

@@ -26,7 +26,7 @@ def write_study(url: str, n: int, seed: int = 0):
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution, distribution_to_json
 
     from hpo.train.diagnose import diagnose_curves
-    from hpo.run.runner import RECORD_ATTR
+    from hpo.store.record import RECORD_ATTR
     from hpo.store.storage import open_storage
 
     rng = random.Random(seed)
@@ -97,7 +97,8 @@ def main(argv=None) -> dict:
     n = 500 if args.quick else args.trials
     import optuna
 
-    from hpo.analysis.export import exported, load_stored_study, select_trials
+    from hpo.analysis.export import exported, select_trials
+    from hpo.store.stored import load_stored_study
     from hpo.analysis.report import build_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

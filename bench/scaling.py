@@ -53,9 +53,10 @@ def write_study(tmp: Path, name: str, n: int, epochs: int, samples: int, storage
 
 
 def run(path: Path, tmp: Path, workers: int = 1, backend: str = "local", threads: int | None = None) -> float:
-    from hpo.run.runner import RunOptions, run_study
+    from hpo.run.backends.local import run_study
+    from hpo.run.options import RunOptions
     from hpo.spec import load_study
-    from hpo.spec.load import apply_sets
+    from hpo.spec import apply_sets
     from hpo.spec.yaml_io import load_yaml
 
     study = load_study(path)

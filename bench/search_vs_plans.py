@@ -46,7 +46,7 @@ def run_arm(arm: str, sets: list[str], quick: bool):
 def reevaluate_arm(arm: str, quick: bool, seeds: int) -> dict:
     """The test metric of ``arm``'s best config over ``seeds`` seeds (the test split is read only here)."""
     _one_thread()
-    from hpo.analysis.export import load_stored_study
+    from hpo.store.stored import load_stored_study
     from hpo.analysis.reevaluate import reevaluate
 
     url = f"sqlite:///{outdir(quick) / 'search_vs_plans' / ('svp-' + arm + '.db')}"

@@ -211,7 +211,7 @@ def test_valid_file_validates_and_the_first_trial_hits_the_cache_it_built(tmp_pa
 ], ids=["toy noise inf", "toy noise NaN", "toy too few samples for three splits"])
 def test_toy_synthetic_data_that_cannot_train_is_refused_by_the_spec(toy_study, tmp_path, dataset, key, fragment):
     from hpo.errors import SpecError
-    from hpo.spec.load import load_study
+    from hpo.spec import load_study
 
     path = toy_study()
     path.write_text(path.read_text().replace("dataset: {n_samples: 160}", f"dataset: {dataset}"))

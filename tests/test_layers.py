@@ -101,3 +101,68 @@ def test_the_check_fails_on_an_upward_import(tmp_path):
 @pytest.mark.parametrize("layer", sorted(RANK))
 def test_every_layer_is_a_package_or_module(layer):
     assert (ROOT / "hpo" / layer / "__init__.py").exists() or (ROOT / "hpo" / f"{layer}.py").exists()
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """hpo module -> the hpo modules it imports when it runs (lazy imports included)."""
+    modules = {}
+    for path in (root / "hpo").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        own = name + ".__init__" if path.name == "__init__.py" else name
+        edges = set()
+        for _, imported in imports_of(path.read_text(), own):
+            while imported and imported not in modules:  # hpo.x.y.name -> the module hpo.x.y
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and imported.startswith("hpo"):
+                edges.add(imported)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_inside_hpo():
+    """No two hpo modules import each other, directly or through others (lazy imports count: a cycle broken
+    only by putting an import inside a function is still a cycle in the design). A package's ``__init__``
+    re-exporting its own modules is not a cycle unless one of those modules imports the package back."""
+    found = cycles(import_graph(ROOT))
+    assert not found, "import cycles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_the_cycle_check_finds_a_planted_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

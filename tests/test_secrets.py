@@ -91,7 +91,7 @@ def test_redact_never_fails_and_masks_what_it_cannot_parse():
 
 
 def test_study_file_storage_with_a_secret_is_refused_and_redacted(tmp_path, toy_study):
-    from hpo.spec.load import load_study
+    from hpo.spec import load_study
 
     path = toy_study()
     path.write_text(path.read_text().replace(f"storage: sqlite:///{tmp_path / 'hpo.db'}",

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hpo.analysis.trained import run_analysis
-from hpo.run.runner import RunOptions, run_study
+from hpo.run.backends.local import run_study
+from hpo.run.options import RunOptions
 from hpo.spec import load_study
 from models.crystal_text.analysis import linear_cka
 

@@ -646,7 +646,7 @@ def test_fit_with_layerwise_lr_onecycle_and_accumulation():
     ("studies/smoke/traffic.yaml", {"tiny", "tiny_cross_attn"}),
 ])
 def test_shipped_studies_load_and_their_baselines_build(study_file, baselines):
-    from hpo.spec.load import load_study
+    from hpo.spec import load_study
 
     study = load_study(ROOT / study_file, check_data=False)
     assert study.task_cls is TrafficTask and study.objectives[0].metric == "val_mae"
@@ -667,7 +667,7 @@ def test_shipped_studies_load_and_their_baselines_build(study_file, baselines):
 
 
 def test_smoke_study_data_is_small():
-    from hpo.spec.load import load_study
+    from hpo.spec import load_study
 
     study = load_study(ROOT / "studies/smoke/traffic.yaml")
     assert study.make_task().check() == []
