@@ -26,8 +26,7 @@ from hpo.tasks import Task
 from hpo.train.config import TrainConfig
 
 #: study keys whose value is a document of its own, not listed key by key
-_OWN_DOCUMENT = {"space": "a search space file (relative to the study file) or the space inline",
-                 "training": "defaults for config keys (sections train, model, data below)"}
+_NOT_NESTED = frozenset({"space", "training"})
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def config_keys(task_cls: type[Task]) -> list[Key]:
 
 def study_keys(task_cls: type[Task] | None = None) -> list[Key]:
     """The keys of a study file; with ``task_cls``, ``task.dataset`` lists that task's dataset keys."""
-    out = list(_model_keys(StudySpec, "study", skip=frozenset(_OWN_DOCUMENT)))
+    out = list(_model_keys(StudySpec, "study", skip=_NOT_NESTED))
     if task_cls is not None:
         spec = task_cls.DatasetSpec
         variants = spec.formats() or {None: spec}
@@ -97,7 +96,9 @@ def _model_keys(model: type[BaseModel], section: str, skip: frozenset[str] = fro
             default = None if info.default is PydanticUndefined else info.default
         if isinstance(default, BaseModel):
             default = default.model_dump(exclude_defaults=True)
-        help_text = info.description or (_OWN_DOCUMENT.get(name, "") if section == "study" else "")
+        help_text = info.description or ""
+        if not help_text and name == "type" and "(" in section:  # the tag of a tagged union: `sampler (tpe)`
+            help_text = f"selects this {section.split(' (')[0]}: {section.split(' (', 1)[1].rstrip(')')}"
         yield Key(section, name, type_name(info.annotation), default, help_text, info.is_required())
         subs = [m for m in _sub_models(info.annotation) if m not in seen] if nested and name not in skip else []
         seen.update(subs)

@@ -105,17 +105,17 @@ class SearchSpaceSpec(Spec):
 # --------------------------------------------------------------------------- samplers
 class _Sampler(Built):
     not_kwargs: ClassVar[frozenset[str]] = frozenset({"type", "seed"})  # the seed is one worker's (hpo.search.special)
-    seed: Optional[StrictInt] = None  # default: the study's seed
+    seed: Optional[StrictInt] = Field(None, description="sampler seed (default: the study's seed; each worker derives its own from it)")
 
 
 class TPESampler(_Sampler):
     optuna_class: ClassVar[str] = "optuna.samplers.TPESampler"
     type: Literal["tpe"]
-    n_startup_trials: StrictInt = Field(10, ge=0)
-    n_ei_candidates: StrictInt = Field(24, ge=1)
-    multivariate: StrictBool = True
-    group: StrictBool = True  # model conditional sub-spaces separately (needs multivariate)
-    constant_liar: StrictBool = True  # spread out parallel workers
+    n_startup_trials: StrictInt = Field(10, ge=0, description="random trials before TPE models the results")
+    n_ei_candidates: StrictInt = Field(24, ge=1, description="candidates drawn per parameter to pick the best expected improvement")
+    multivariate: StrictBool = Field(True, description="model the parameters jointly, not one by one")
+    group: StrictBool = Field(True, description="model conditional sub-spaces separately (needs multivariate)")
+    constant_liar: StrictBool = Field(True, description="treat running trials as bad so parallel workers spread out")
 
 
 class RandomSampler(_Sampler):
@@ -127,17 +127,17 @@ class CmaEsSampler(_Sampler):
     optuna_class: ClassVar[str] = "optuna.samplers.CmaEsSampler"
     constant_kwargs: ClassVar[dict[str, Any]] = {"warn_independent_sampling": False}
     type: Literal["cmaes"]
-    n_startup_trials: StrictInt = Field(1, ge=0)
-    sigma0: Optional[Number] = None
-    with_margin: StrictBool = False
-    use_separable_cma: StrictBool = False
+    n_startup_trials: StrictInt = Field(1, ge=0, description="random trials before CMA-ES starts")
+    sigma0: Optional[Number] = Field(None, description="initial step size (default: the smallest parameter range / 6)")
+    with_margin: StrictBool = Field(False, description="CMA-ES with margin, for integer and discrete parameters")
+    use_separable_cma: StrictBool = Field(False, description="diagonal covariance (faster, ignores correlations)")
 
 
 class GPSampler(_Sampler):
     optuna_class: ClassVar[str] = "optuna.samplers.GPSampler"
     type: Literal["gp"]
-    n_startup_trials: StrictInt = Field(10, ge=0)
-    deterministic_objective: StrictBool = False
+    n_startup_trials: StrictInt = Field(10, ge=0, description="random trials before the Gaussian process is fitted")
+    deterministic_objective: StrictBool = Field(False, description="the objective has no noise (same config, same value)")
 
 
 class GridSampler(_Sampler):
@@ -148,10 +148,10 @@ class GridSampler(_Sampler):
 class NSGA2Sampler(_Sampler):
     optuna_class: ClassVar[str] = "optuna.samplers.NSGAIISampler"
     type: Literal["nsga2"]
-    population_size: StrictInt = Field(50, ge=2)
-    mutation_prob: Optional[Number] = None
-    crossover_prob: Number = Field(0.9, ge=0, le=1)
-    swapping_prob: Number = Field(0.5, ge=0, le=1)
+    population_size: StrictInt = Field(50, ge=2, description="configs per generation")
+    mutation_prob: Optional[Number] = Field(None, description="probability of mutating a parameter (default: 1 / number of parameters)")
+    crossover_prob: Number = Field(0.9, ge=0, le=1, description="probability of a crossover between two parents")
+    swapping_prob: Number = Field(0.5, ge=0, le=1, description="probability of swapping a parameter in a crossover")
 
 
 SamplerSpec = Annotated[
@@ -165,54 +165,54 @@ SAMPLER_TYPES = type_names(SamplerSpec)
 class MedianPruner(Built):
     optuna_class: ClassVar[str] = "optuna.pruners.MedianPruner"
     type: Literal["median"]
-    n_startup_trials: StrictInt = Field(5, ge=0)
-    n_warmup_steps: StrictInt = Field(0, ge=0)
-    interval_steps: StrictInt = Field(1, ge=1)
-    n_min_trials: StrictInt = Field(1, ge=1)
+    n_startup_trials: StrictInt = Field(5, ge=0, description="trials that finish before any is pruned")
+    n_warmup_steps: StrictInt = Field(0, ge=0, description="epochs of each trial before it can be pruned")
+    interval_steps: StrictInt = Field(1, ge=1, description="epochs between pruning checks")
+    n_min_trials: StrictInt = Field(1, ge=1, description="trials that must have reached an epoch before it is judged")
 
 
 class PercentilePruner(Built):
     optuna_class: ClassVar[str] = "optuna.pruners.PercentilePruner"
     type: Literal["percentile"]
-    percentile: Number = Field(ge=0, le=100)
-    n_startup_trials: StrictInt = Field(5, ge=0)
-    n_warmup_steps: StrictInt = Field(0, ge=0)
-    interval_steps: StrictInt = Field(1, ge=1)
-    n_min_trials: StrictInt = Field(1, ge=1)
+    percentile: Number = Field(ge=0, le=100, description="prune below this percentile of the other trials at the same epoch")
+    n_startup_trials: StrictInt = Field(5, ge=0, description="trials that finish before any is pruned")
+    n_warmup_steps: StrictInt = Field(0, ge=0, description="epochs of each trial before it can be pruned")
+    interval_steps: StrictInt = Field(1, ge=1, description="epochs between pruning checks")
+    n_min_trials: StrictInt = Field(1, ge=1, description="trials that must have reached an epoch before it is judged")
 
 
 class SuccessiveHalvingPruner(Built):
     optuna_class: ClassVar[str] = "optuna.pruners.SuccessiveHalvingPruner"
     type: Literal["successive_halving"]
-    min_resource: Union[StrictInt, Literal["auto"]] = "auto"
-    reduction_factor: StrictInt = Field(4, ge=2)
-    min_early_stopping_rate: StrictInt = Field(0, ge=0)
-    bootstrap_count: StrictInt = Field(0, ge=0)
+    min_resource: Union[StrictInt, Literal["auto"]] = Field("auto", description="epochs of the first rung (auto: from the first finished trial)")
+    reduction_factor: StrictInt = Field(4, ge=2, description="1 in this many trials goes on at each rung")
+    min_early_stopping_rate: StrictInt = Field(0, ge=0, description="rungs skipped before the first promotion")
+    bootstrap_count: StrictInt = Field(0, ge=0, description="trials a rung needs before it promotes")
 
 
 class HyperbandPruner(Built):
     optuna_class: ClassVar[str] = "optuna.pruners.HyperbandPruner"
     type: Literal["hyperband"]
-    min_resource: StrictInt = Field(1, ge=1)
-    max_resource: Union[StrictInt, Literal["auto"], None] = None  # default: budget.max_epochs
-    reduction_factor: StrictInt = Field(3, ge=2)
-    bootstrap_count: StrictInt = Field(0, ge=0)
+    min_resource: StrictInt = Field(1, ge=1, description="epochs of the smallest rung")
+    max_resource: Union[StrictInt, Literal["auto"], None] = Field(None, description="epochs of a full trial (default: budget.max_epochs)")
+    reduction_factor: StrictInt = Field(3, ge=2, description="1 in this many trials goes on at each rung")
+    bootstrap_count: StrictInt = Field(0, ge=0, description="trials a rung needs before it promotes")
 
 
 class WilcoxonPruner(Built):
     optuna_class: ClassVar[str] = "optuna.pruners.WilcoxonPruner"
     type: Literal["wilcoxon"]
-    p_threshold: Number = Field(0.1, gt=0, lt=1)
-    n_startup_steps: StrictInt = Field(2, ge=0)
+    p_threshold: Number = Field(0.1, gt=0, lt=1, description="prune when the Wilcoxon test against the best trial has p below this")
+    n_startup_steps: StrictInt = Field(2, ge=0, description="steps of each trial before it can be pruned")
 
 
 class ThresholdPruner(Built):
     optuna_class: ClassVar[str] = "optuna.pruners.ThresholdPruner"
     type: Literal["threshold"]
-    lower: Optional[Number] = None
-    upper: Optional[Number] = None
-    n_warmup_steps: StrictInt = Field(0, ge=0)
-    interval_steps: StrictInt = Field(1, ge=1)
+    lower: Optional[Number] = Field(None, description="prune a trial whose value falls below this")
+    upper: Optional[Number] = Field(None, description="prune a trial whose value rises above this")
+    n_warmup_steps: StrictInt = Field(0, ge=0, description="epochs of each trial before it can be pruned")
+    interval_steps: StrictInt = Field(1, ge=1, description="epochs between pruning checks")
 
 
 class NoPruner(Built):
@@ -224,9 +224,9 @@ class PatientPruner(Built):
     optuna_class: ClassVar[str] = "optuna.pruners.PatientPruner"
     not_kwargs: ClassVar[frozenset[str]] = frozenset({"type", "wrapped"})  # built first (hpo.search.special)
     type: Literal["patient"]
-    patience: StrictInt = Field(ge=0)
-    min_delta: Number = Field(0.0, ge=0)
-    wrapped: Optional["PrunerSpec"] = None  # prune only when this pruner also says so
+    patience: StrictInt = Field(ge=0, description="epochs without a min_delta improvement before pruning")
+    min_delta: Number = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+    wrapped: Optional["PrunerSpec"] = Field(None, description="prune only when this pruner also says so")
 
 
 PrunerSpec = Annotated[
@@ -248,52 +248,52 @@ PRUNER_TYPES = type_names(PrunerSpec)
 
 # --------------------------------------------------------------------------- study
 class TaskSection(Spec):
-    family: StrictStr  # a registered task, e.g. crystal_text
-    target: Optional[StrictStr] = None  # the quantity to predict, when the task needs one
-    dataset: dict[StrictStr, Any] = {}  # checked by the task's own DatasetSpec
+    family: StrictStr = Field(description="a registered task (hpo keys TASK), e.g. crystal_text, or package.module:TaskClass")
+    target: Optional[StrictStr] = Field(None, description="the quantity to predict, when the task needs one")
+    dataset: dict[StrictStr, Any] = Field({}, description="the data: format, files and split (checked by the task's own dataset spec)")
 
 
 class ObjectiveSpec(Spec):
-    metric: StrictStr  # e.g. val_mae, train_val_gap
-    direction: Optional[Literal["minimize", "maximize"]] = None  # default: the metric's natural one
+    metric: StrictStr = Field(description="the metric to optimise, e.g. val_mae, train_val_gap")
+    direction: Optional[Literal["minimize", "maximize"]] = Field(None, description="default: the metric's natural one")
 
 
 class BudgetSpec(Spec):
-    n_trials: Optional[StrictInt] = Field(None, ge=1)  # trials that train (constraint rejections excluded)
-    timeout: Optional[Number] = Field(None, gt=0)  # seconds of wall time per `hpo run`
-    max_epochs: Optional[StrictInt] = Field(None, ge=1)  # caps `epochs`; hyperband's max_resource
-    max_consecutive_failures: StrictInt = Field(10, ge=1)  # stop the study when this many crash in a row
+    n_trials: Optional[StrictInt] = Field(None, ge=1, description="trials that train (constraint rejections excluded)")
+    timeout: Optional[Number] = Field(None, gt=0, description="seconds of wall time per `hpo run`; no trial starts after it")
+    max_epochs: Optional[StrictInt] = Field(None, ge=1, description="caps `epochs`; hyperband's max_resource")
+    max_consecutive_failures: StrictInt = Field(10, ge=1, description="stop the study when this many trials crash in a row")
 
 
 class RaySection(Spec):
-    address: Optional[StrictStr] = None  # "auto", "local" or ray://host:port; default: local
-    scheduler: Literal["asha", "hyperband", "none"] = "asha"
-    max_concurrent: Optional[StrictInt] = Field(None, ge=1)
-    cpus_per_trial: Number = Field(1, gt=0)
-    gpus_per_trial: Number = Field(0, ge=0)
-    grace_period: StrictInt = Field(1, ge=1)
-    reduction_factor: StrictInt = Field(3, ge=2)
+    address: Optional[StrictStr] = Field(None, description="auto, local or ray://host:port (default: local)")
+    scheduler: Literal["asha", "hyperband", "none"] = Field("asha", description="Tune's trial scheduler")
+    max_concurrent: Optional[StrictInt] = Field(None, ge=1, description="trials at once (default: as many as the resources allow)")
+    cpus_per_trial: Number = Field(1, gt=0, description="CPUs reserved for each trial")
+    gpus_per_trial: Number = Field(0, ge=0, description="GPUs reserved for each trial")
+    grace_period: StrictInt = Field(1, ge=1, description="epochs before the scheduler may stop a trial")
+    reduction_factor: StrictInt = Field(3, ge=2, description="1 in this many trials goes on at each rung")
 
 
 class FaultToleranceSection(Spec):
-    heartbeat_interval: StrictInt = Field(5, ge=1)  # seconds between heartbeats of a running trial
-    grace_period: StrictInt = Field(20, ge=2)  # seconds without heartbeat before a trial counts as dead
-    max_retry: StrictInt = Field(3, ge=0)  # times a dead worker's trial is re-run with its parameters
+    heartbeat_interval: StrictInt = Field(5, ge=1, description="seconds between heartbeats of a running trial")
+    grace_period: StrictInt = Field(20, ge=2, description="seconds without a heartbeat before a trial counts as dead")
+    max_retry: StrictInt = Field(3, ge=0, description="times a dead worker's trial is re-run with its parameters")
 
 
 class StudySpec(Spec):
-    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    description: Optional[StrictStr] = None
-    task: TaskSection
-    space: Union[StrictStr, SearchSpaceSpec]  # a file (relative to this one) or the space inline
-    objectives: list[Union[StrictStr, ObjectiveSpec]] = Field(min_length=1)
-    sampler: SamplerSpec = TPESampler(type="tpe")
-    pruner: PrunerSpec = MedianPruner(type="median")
-    budget: BudgetSpec = BudgetSpec()
-    training: dict[StrictStr, Any] = {}  # defaults for training keys (lowest precedence)
-    baselines: dict[StrictStr, dict[StrictStr, Any]] = {}  # the study's plans, in addition to the space's
-    storage: Optional[StrictStr] = None  # default sqlite:///runs/hpo.db
-    artifacts: Optional[StrictStr] = None  # checkpoint folder; default runs/artifacts
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="the study's name in the store")
+    description: Optional[StrictStr] = Field(None, description="what the study is for, in words (kept in the stored record)")
+    task: TaskSection = Field(description="the model family, its target and its dataset")
+    space: Union[StrictStr, SearchSpaceSpec] = Field(description="a search space file (relative to the study file) or the space inline")
+    objectives: list[Union[StrictStr, ObjectiveSpec]] = Field(min_length=1, description="metrics to optimise (several: a Pareto front)")
+    sampler: SamplerSpec = Field(TPESampler(type="tpe"), description="how configs are proposed (type: tpe, random, cmaes, gp, grid, nsga2)")
+    pruner: PrunerSpec = Field(MedianPruner(type="median"), description="how poor trials are stopped early (type: median, percentile, ...)")
+    budget: BudgetSpec = Field(BudgetSpec(), description="trials, wall time and epochs the study may spend")
+    training: dict[StrictStr, Any] = Field({}, description="defaults for config keys (sections train, model, data below; lowest precedence)")
+    baselines: dict[StrictStr, dict[StrictStr, Any]] = Field({}, description="the study's named plans, run first, in addition to the space's")
+    storage: Optional[StrictStr] = Field(None, description="storage URL (default sqlite:///runs/hpo.db); no password in it")
+    artifacts: Optional[StrictStr] = Field(None, description="checkpoint folder (default runs/artifacts)")
 
     @field_validator("storage")
     @classmethod
@@ -307,7 +307,7 @@ class StudySpec(Spec):
             if rule is not None:
                 raise ValueError(rule)
         return value
-    seed: StrictInt = 0  # sampler seed and default training seed
-    backend: Literal["local", "ray"] = "local"
-    ray: RaySection = RaySection()
-    fault_tolerance: FaultToleranceSection = FaultToleranceSection()
+    seed: StrictInt = Field(0, description="sampler seed and default training seed")
+    backend: Literal["local", "ray"] = Field("local", description="local worker processes or a Ray cluster")
+    ray: RaySection = Field(RaySection(), description="the Ray backend's settings")
+    fault_tolerance: FaultToleranceSection = Field(FaultToleranceSection(), description="heartbeats and retries of trials whose worker died")

@@ -124,10 +124,11 @@ class CrystalTextDataset(DatasetSpec):
 
 
 class _SplitSettings(CrystalTextDataset):
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of samples in the validation split
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of samples in the held-out test split
-    split_seed: int = 123  # seed of the random split (ALIGNN's default random_seed)
-    max_samples: Optional[int] = Field(None, ge=3)  # use a random subset of this many samples (after filtering)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of samples in the validation split")
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of samples in the held-out test split")
+    split_seed: int = Field(123, description="seed of the random split (ALIGNN's default random_seed)")
+    max_samples: Optional[int] = Field(None, ge=3,
+                                       description="use a random subset of this many samples (after filtering); null: all")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("val_fraction", "test_fraction")
 
@@ -136,12 +137,14 @@ class JarvisJsonDataset(_SplitSettings):
     """JARVIS-DFT records, e.g. ``dft_3d.json``: a JSON list (optionally .gz) of dicts with ``atoms``
     = {lattice_mat, coords, elements, cartesian} and one field per property."""
 
-    format: Literal["jarvis_json"]
-    path: DataPath  # the .json / .json.gz file
-    id_field: str = "jid"  # record field used as the sample id
-    atoms_field: str = "atoms"  # record field holding the structure
-    description_field: str = "description"  # record field holding a text description, if the records have one
-    target_field: Optional[str] = None  # record field of the target when it differs from the study's target name
+    format: Literal["jarvis_json"] = Field(description="selects this format: JARVIS-DFT records in a JSON file")
+    path: DataPath = Field(description="the .json / .json.gz file")
+    id_field: str = Field("jid", description="record field used as the sample id")
+    atoms_field: str = Field("atoms", description="record field holding the structure")
+    description_field: str = Field("description",
+                                   description="record field holding a text description, if the records have one")
+    target_field: Optional[str] = Field(
+        None, description="record field of the target when it differs from the study's target name")
 
     def source_files(self) -> list[Path]:
         return _existing([self.path])  # a missing one is reported by records()
@@ -224,12 +227,13 @@ class JarvisJsonDataset(_SplitSettings):
 class AlignnFolderDataset(_SplitSettings):
     """ALIGNN's layout: a folder of structure files and ``id_prop.csv`` rows ``file,target`` (no header)."""
 
-    format: Literal["alignn_folder"]
-    path: DataPath  # the folder
-    id_prop: str = "id_prop.csv"  # the CSV inside the folder
-    target_column: int = Field(1, ge=1)  # 0-based column of id_prop.csv holding the target
-    file_format: Optional[str] = None  # ASE format name (vasp, cif, xyz, ...; ALIGNN's "poscar" too); default: from the file name
-    descriptions: Optional[DataPath] = None  # optional CSV "file,description" (no header)
+    format: Literal["alignn_folder"] = Field(description="selects this format: an ALIGNN folder with id_prop.csv")
+    path: DataPath = Field(description="the folder of structure files and id_prop.csv")
+    id_prop: str = Field("id_prop.csv", description="the CSV inside the folder: rows file,target (no header)")
+    target_column: int = Field(1, ge=1, description="0-based column of id_prop.csv holding the target")
+    file_format: Optional[str] = Field(
+        None, description="ASE format name (vasp, cif, xyz, ...; ALIGNN's poscar too); default: from the file name")
+    descriptions: Optional[DataPath] = Field(None, description="optional CSV of rows file,description (no header)")
 
     def source_files(self) -> list[Path]:
         return _existing([self.path] + ([self.descriptions] if self.descriptions else []))  # a missing one is reported by records()
@@ -300,12 +304,13 @@ class AlignnFolderDataset(_SplitSettings):
 class AseFilesDataset(_SplitSettings):
     """Any ASE-readable structure files matched by a glob, and a CSV of targets by id (file name or stem)."""
 
-    format: Literal["ase_files"]
-    files: DataPath  # glob pattern, e.g. structures/*.cif ("**" recurses)
-    targets: DataPath  # CSV: a header naming `id_column` and the target, or headerless rows "id,target"
-    id_column: str = "id"  # header mode: the id column
-    file_format: Optional[str] = None  # ASE format name; default: from the file name
-    descriptions: Optional[DataPath] = None  # optional CSV "id,description" (no header)
+    format: Literal["ase_files"] = Field(description="selects this format: ASE-readable files and a CSV of targets")
+    files: DataPath = Field(description="glob pattern of the structure files, e.g. structures/*.cif (** recurses)")
+    targets: DataPath = Field(
+        description="CSV of targets: a header naming id_column and the target, or headerless rows id,target")
+    id_column: str = Field("id", description="targets CSV with a header: the column holding the id (file name or stem)")
+    file_format: Optional[str] = Field(None, description="ASE format name; default: from the file name")
+    descriptions: Optional[DataPath] = Field(None, description="optional CSV of rows id,description (no header)")
 
     def source_files(self) -> list[Path]:
         return _existing([*_glob(self.files), self.targets] + ([self.descriptions] if self.descriptions else []))
@@ -363,7 +368,7 @@ class DcdftDataset(_SplitSettings):
     """ASE's ``dcdft`` collection: 71 elemental crystals with WIEN2k and experimental equation-of-state
     data (targets wien2k_B, wien2k_Bp, wien2k_volume, exp_B, exp_Bp, exp_volume). Shipped with ASE."""
 
-    format: Literal["dcdft"]
+    format: Literal["dcdft"] = Field(description="selects this format: ASE's bundled dcdft collection")
 
     def source_files(self) -> list[Path]:
         from ase.collections import dcdft
@@ -391,11 +396,11 @@ class SyntheticDataset(_SplitSettings):
     Target (any name): ``2 / mean nearest-neighbour distance + mean Z / 20 + noise``, learnable from
     both the graph (bond lengths) and the text (formula)."""
 
-    format: Literal["synthetic"]
-    n_samples: int = Field(64, ge=4)  # number of crystals
-    max_atoms: int = Field(4, ge=1)  # atoms per cell: 1..max_atoms
-    noise: float = Field(0.02, ge=0.0, allow_inf_nan=False)  # std of the target noise
-    seed: int = 0  # generation seed
+    format: Literal["synthetic"] = Field(description="selects this format: generated crystals")
+    n_samples: int = Field(64, ge=4, description="number of crystals")
+    max_atoms: int = Field(4, ge=1, description="atoms per cell: 1..max_atoms")
+    noise: float = Field(0.02, ge=0.0, allow_inf_nan=False, description="std of the target noise")
+    seed: int = Field(0, description="generation seed")
 
     def records(self, target: Optional[str]) -> Iterator[RawStructure]:
         from models.crystal_text.graphs import periodic_pairs

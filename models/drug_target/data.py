@@ -77,7 +77,7 @@ class DTADataset(DatasetSpec):
     :class:`hpo.tasks.DatasetSpec`).
     """
 
-    format: str
+    format: str = Field(description="the dataset format: csv, deepdta or synthetic")
 
     def read(self, target: str | None = None) -> "RawPairs":
         """Strings, pairs, targets (raw units) and split indices."""
@@ -85,10 +85,13 @@ class DTADataset(DatasetSpec):
 
 
 class _RandomSplit(DTADataset):
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # of all pairs (cold splits: of all drugs / proteins)
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # of all pairs, carved before training
-    split: Literal["random", "cold_drug", "cold_protein"] = "random"  # cold: test/val drugs (proteins) unseen in training
-    split_seed: int = 0  # seed of the split (the training seed is separate)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0,
+                                 description="fraction of the pairs held out for testing (cold splits: of the drugs / proteins)")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0,
+                                description="fraction of the pairs held out for validation, carved before training")
+    split: Literal["random", "cold_drug", "cold_protein"] = Field(
+        "random", description="how pairs are split; cold: test/val drugs (proteins) unseen in training")
+    split_seed: int = Field(0, description="seed of the split (the training seed is separate)")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("test_fraction", "val_fraction")
 
@@ -96,11 +99,11 @@ class _RandomSplit(DTADataset):
 class CsvDTADataset(_RandomSplit):
     """A CSV file with one row per drug–protein pair."""
 
-    format: Literal["csv"] = "csv"
-    path: DataPath  # the CSV file
-    smiles_column: str = "smiles"
-    sequence_column: str = "sequence"
-    pkd: bool = False  # the target holds Kd in nM: convert to pKd = -log10(Kd / 1e9)
+    format: Literal["csv"] = Field("csv", description="selects this format: a CSV file of drug-protein pairs")
+    path: DataPath = Field(description="the CSV file, one row per drug-protein pair")
+    smiles_column: str = Field("smiles", description="CSV column holding the drug SMILES")
+    sequence_column: str = Field("sequence", description="CSV column holding the protein sequence")
+    pkd: bool = Field(False, description="the target holds Kd in nM: convert to pKd = -log10(Kd / 1e9)")
 
     def source_files(self) -> list[Path]:
         return [self.path]
@@ -128,16 +131,19 @@ class CsvDTADataset(_RandomSplit):
 class DeepDTADataset(DTADataset):
     """A DeepDTA data folder (see the module docstring)."""
 
-    format: Literal["deepdta"] = "deepdta"
-    path: DataPath  # the folder, e.g. DeepDTA's data/davis
-    ligands_file: str = "ligands_can.txt"  # JSON object id -> SMILES (DeepDTA also ships ligands_iso.txt)
-    proteins_file: str = "proteins.txt"  # JSON object name -> sequence
-    affinity_file: str = "Y"  # drugs x proteins matrix, NaN = not measured
-    affinity_format: Literal["auto", "pickle", "text"] = "auto"  # auto: a pickle if it starts like one
-    train_folds_file: str = "folds/train_fold_setting1.txt"  # JSON list of training folds (lists of pair indices)
-    test_fold_file: str = "folds/test_fold_setting1.txt"  # JSON list of test pair indices
-    val_fold: int = Field(0, ge=0)  # which training fold is the validation split
-    pkd: bool = False  # Y holds Kd in nM (Davis): convert to pKd = -log10(Kd / 1e9)
+    format: Literal["deepdta"] = Field("deepdta", description="selects this format: a DeepDTA data folder")
+    path: DataPath = Field(description="the folder, e.g. DeepDTA's data/davis")
+    ligands_file: str = Field("ligands_can.txt",
+                              description="JSON object id -> SMILES, in the folder (DeepDTA also ships ligands_iso.txt)")
+    proteins_file: str = Field("proteins.txt", description="JSON object name -> sequence, in the folder")
+    affinity_file: str = Field("Y", description="drugs x proteins affinity matrix in the folder, NaN = not measured")
+    affinity_format: Literal["auto", "pickle", "text"] = Field(
+        "auto", description="how the affinity file is stored; auto: a pickle if it starts like one, else text")
+    train_folds_file: str = Field("folds/train_fold_setting1.txt",
+                                  description="JSON list of training folds (lists of pair indices), in the folder")
+    test_fold_file: str = Field("folds/test_fold_setting1.txt", description="JSON list of test pair indices, in the folder")
+    val_fold: int = Field(0, ge=0, description="which training fold is the validation split")
+    pkd: bool = Field(False, description="the affinities hold Kd in nM (Davis): convert to pKd = -log10(Kd / 1e9)")
 
     def source_files(self) -> list[Path]:
         names = (self.ligands_file, self.proteins_file, self.affinity_file, self.train_folds_file, self.test_fold_file)
@@ -160,14 +166,14 @@ class DeepDTADataset(DTADataset):
 class SyntheticDTADataset(_RandomSplit):
     """Random SMILES-like / protein-like strings with an affinity learnable from their composition."""
 
-    format: Literal["synthetic"] = "synthetic"
-    n_drugs: int = Field(40, ge=2)
-    n_proteins: int = Field(30, ge=2)
-    pair_fraction: float = Field(1.0, gt=0.0, le=1.0)  # share of all drug x protein pairs that are measured
-    smiles_length: tuple[int, int] = (10, 40)  # min, max characters
-    protein_length: tuple[int, int] = (30, 120)  # min, max residues
-    noise: float = Field(0.1, ge=0.0)  # std of the target noise (the clean target has std ~1)
-    seed: int = 0  # generation seed
+    format: Literal["synthetic"] = Field("synthetic", description="selects this format: generated drugs and proteins")
+    n_drugs: int = Field(40, ge=2, description="number of drugs (SMILES-like strings) generated")
+    n_proteins: int = Field(30, ge=2, description="number of proteins (sequence-like strings) generated")
+    pair_fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of all drug x protein pairs that are measured")
+    smiles_length: tuple[int, int] = Field((10, 40), description="min, max characters of a drug string")
+    protein_length: tuple[int, int] = Field((30, 120), description="min, max residues of a protein string")
+    noise: float = Field(0.1, ge=0.0, description="std of the target noise (the clean target has std ~1)")
+    seed: int = Field(0, description="generation seed")
 
     def read(self, target: str | None = None) -> "RawPairs":
         return generate_synthetic(self)

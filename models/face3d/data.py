@@ -56,18 +56,21 @@ class Face3DDataset(DatasetSpec):
     :class:`hpo.tasks.DatasetSpec`).
     """
 
-    format: str
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # of all samples (of all ids when grouping)
-    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    split_seed: int = 0  # seed of the split (the training seed is separate)
+    format: str = Field(description="the dataset format: npz or synthetic")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0,
+                                description="fraction of the samples held out for validation (of the ids when grouping)")
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0,
+                                 description="fraction of the samples held out for testing (of the ids when grouping)")
+    split_seed: int = Field(0, description="seed of the split (the training seed is separate)")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("val_fraction", "test_fraction")
 
 
 class NpzFace3DDataset(Face3DDataset):
-    format: Literal["npz"] = "npz"
-    path: DataPath  # the .npz file
-    group_by_ids: bool = True  # with an ``ids`` array: split by id, not by sample
+    format: Literal["npz"] = Field("npz", description="selects this format: arrays in a .npz file")
+    path: DataPath = Field(description="the .npz file (arrays inputs, targets and optionally identity, ids)")
+    group_by_ids: bool = Field(
+        True, description="with an ids array: split by id (all samples of a face in one part), not by sample")
 
     def source_files(self) -> list[Path]:
         return [self.path]
@@ -95,16 +98,16 @@ class NpzFace3DDataset(Face3DDataset):
 
 
 class SyntheticFace3DDataset(Face3DDataset):
-    format: Literal["synthetic"] = "synthetic"
-    n_samples: int = Field(512, ge=8)
-    n_identities: int = Field(256, ge=2)  # samples are spread over this many faces (``ids``)
-    n_keypoints: int = Field(16, ge=1)  # tokens per sample (3-D keypoints)
-    identity_dim: int = Field(32, ge=1)  # identity embedding width
-    target_dim: int = Field(32, ge=2)
-    max_angle: float = Field(0.5, ge=0.0)  # head pose: yaw / pitch / roll drawn from +-max_angle radians
-    noise: float = Field(0.02, ge=0.0)  # keypoint noise (template scale ~1)
-    group_by_ids: bool = True
-    seed: int = 0  # generation seed
+    format: Literal["synthetic"] = Field("synthetic", description="selects this format: generated faces")
+    n_samples: int = Field(512, ge=8, description="number of samples generated")
+    n_identities: int = Field(256, ge=2, description="samples are spread over this many faces (ids)")
+    n_keypoints: int = Field(16, ge=1, description="tokens per sample (3-D keypoints)")
+    identity_dim: int = Field(32, ge=1, description="identity embedding width")
+    target_dim: int = Field(32, ge=2, description="width of the target embedding to predict")
+    max_angle: float = Field(0.5, ge=0.0, description="head pose: yaw / pitch / roll drawn from +-max_angle radians")
+    noise: float = Field(0.02, ge=0.0, description="std of the keypoint noise (template scale ~1)")
+    group_by_ids: bool = Field(True, description="split by face id (all samples of a face in one part), not by sample")
+    seed: int = Field(0, description="generation seed")
 
     def read(self, target: str | None = None) -> "RawFaces":
         return generate_synthetic(self)

@@ -21,10 +21,11 @@ from hpo.train.config import knob
 
 
 class ToyDataset(DatasetSpec):
-    format: Literal["synthetic"] = "synthetic"
-    n_samples: int = Field(256, ge=7)  # total samples, split 70/15/15 (7: the fewest that leave none of them empty)
-    noise: float = Field(0.1, ge=0.0, allow_inf_nan=False)  # std of the target noise (NaN/inf would make every target so)
-    seed: int = 0  # data generation and split seed
+    format: Literal["synthetic"] = Field("synthetic", description="selects this format: generated data (the only one)")
+    n_samples: int = Field(256, ge=7, description="total samples, split 70/15/15 (7: the fewest that leave none of them empty)")
+    noise: float = Field(0.1, ge=0.0, allow_inf_nan=False,
+                         description="std of the target noise (NaN/inf would make every target so)")
+    seed: int = Field(0, description="data generation and split seed")
 
 
 @dataclass

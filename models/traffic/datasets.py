@@ -42,7 +42,7 @@ AdjFormat = Literal["auto", "dcrnn_pkl", "matrix_csv", "distances_csv", "npy"]
 class TrafficDataset(DatasetSpec):
     """Base of every traffic dataset format; validating it dispatches on ``format``."""
 
-    format: str
+    format: str = Field(description="the dataset format: dcrnn_h5, dcrnn_npz, csv, pems_npz or synthetic")
 
     def path_fields(self) -> dict[str, Path]:
         """Input files by field name (for existence checks; their content keys the cache)."""
@@ -55,33 +55,36 @@ class TrafficDataset(DatasetSpec):
 class _ChronoSplit(TrafficDataset):
     """Formats holding one long series, split chronologically into train / val / test."""
 
-    train_frac: float = Field(0.7, gt=0, lt=1)  # first 70 % of the time steps (DCRNN's split)
-    val_frac: float = Field(0.1, gt=0, lt=1)  # next 10 %; the test part is the remaining 20 %
+    train_frac: float = Field(0.7, gt=0, lt=1, description="fraction of the time steps, first, for training (DCRNN's split: 0.7)")
+    val_frac: float = Field(0.1, gt=0, lt=1,
+                            description="fraction of the time steps after the training part, for validation; the rest is test")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("train_frac", "val_frac")
 
 
 class _WithAdjacency(TrafficDataset):
-    adj: Optional[DataPath] = None  # sensor graph; None: no graph (spatial_graph must then be "none")
-    adj_format: AdjFormat = "auto"  # auto: .pkl -> dcrnn_pkl, .npy -> npy, .csv -> distances_csv if 3 columns else matrix_csv
-    adj_threshold: float = Field(0.1, ge=0, lt=1)  # distances_csv: kernel weights below it are dropped (DCRNN normalized_k)
+    adj: Optional[DataPath] = Field(None, description="sensor graph file; null: no graph (spatial_graph must then be none)")
+    adj_format: AdjFormat = Field(
+        "auto", description="auto: .pkl -> dcrnn_pkl, .npy -> npy, .csv -> distances_csv if 3 columns else matrix_csv")
+    adj_threshold: float = Field(0.1, ge=0, lt=1,
+                                 description="distances_csv: kernel weights below it are dropped (DCRNN normalized_k)")
 
     def path_fields(self) -> dict[str, Path]:
         return {"adj": self.adj} if self.adj is not None else {}
 
 
 class DcrnnH5Dataset(_ChronoSplit, _WithAdjacency):
-    format: Literal["dcrnn_h5"]
-    path: DataPath  # metr-la.h5 / pems-bay.h5: pandas HDF, DatetimeIndex rows x sensor-id columns
-    key: Optional[str] = None  # HDF key; None: the file's only key ("df" in DCRNN's files)
+    format: Literal["dcrnn_h5"] = Field(description="selects this format: DCRNN's pandas HDF file")
+    path: DataPath = Field(description="metr-la.h5 / pems-bay.h5: pandas HDF, DatetimeIndex rows x sensor-id columns")
+    key: Optional[str] = Field(None, description="HDF key; null: the file's only key (df in DCRNN's files)")
 
     def path_fields(self) -> dict[str, Path]:
         return {"path": self.path, **super().path_fields()}
 
 
 class DcrnnNpzDataset(_WithAdjacency):
-    format: Literal["dcrnn_npz"]
-    dir: DataPath  # folder with train.npz, val.npz, test.npz (DCRNN generate_training_data.py output)
+    format: Literal["dcrnn_npz"] = Field(description="selects this format: DCRNN's train/val/test .npz files")
+    dir: DataPath = Field(description="folder with train.npz, val.npz, test.npz (DCRNN generate_training_data.py output)")
 
     SPLIT_FILES: ClassVar[tuple[str, ...]] = ("train.npz", "val.npz", "test.npz")
 
@@ -90,12 +93,14 @@ class DcrnnNpzDataset(_WithAdjacency):
 
 
 class CsvDataset(_ChronoSplit, _WithAdjacency):
-    format: Literal["csv"]
-    path: DataPath  # time x sensors, one row per time step, one column per sensor
-    header: Optional[bool] = None  # true: first row = sensor ids; false: data from row 1; null: detect (see docs)
-    time_column: Optional[str] = None  # name of a timestamp column (needs header); other columns are sensors
-    start: Optional[datetime] = None  # timestamp of the first row when there is no time_column
-    interval_minutes: float = Field(5.0, gt=0)  # minutes between rows (without time_column)
+    format: Literal["csv"] = Field(description="selects this format: a CSV of time x sensors")
+    path: DataPath = Field(description="the CSV of time x sensors, one row per time step, one column per sensor")
+    header: Optional[bool] = Field(
+        None, description="true: first row = sensor ids; false: data from row 1; null: detect (see docs)")
+    time_column: Optional[str] = Field(
+        None, description="name of a timestamp column (needs header); other columns are sensors")
+    start: Optional[datetime] = Field(None, description="timestamp of the first row when there is no time_column")
+    interval_minutes: float = Field(5.0, gt=0, description="minutes between rows (without time_column)")
 
     def path_fields(self) -> dict[str, Path]:
         return {"path": self.path, **super().path_fields()}
@@ -108,12 +113,15 @@ class CsvDataset(_ChronoSplit, _WithAdjacency):
 
 
 class PemsNpzDataset(_ChronoSplit, _WithAdjacency):
-    format: Literal["pems_npz"]
-    path: DataPath  # PEMS04.npz: array `data` of shape (time steps, sensors, channels)
-    channels: Optional[list[str]] = None  # channel names in order; None: flow, occupancy, speed (3 channels) or flow (1)
-    ids: Optional[DataPath] = None  # sensor ids, one per line (PEMS03.txt); None: 0..N-1 as in distance.csv
-    start: Optional[datetime] = None  # time of the first step (PEMS04: 2018-01-01, PEMS08: 2016-07-01); needed for time features
-    interval_minutes: float = Field(5.0, gt=0)  # minutes between steps
+    format: Literal["pems_npz"] = Field(description="selects this format: a PEMS03/04/07/08 .npz release")
+    path: DataPath = Field(description="the .npz file, e.g. PEMS04.npz: array data of shape (time steps, sensors, channels)")
+    channels: Optional[list[str]] = Field(
+        None, description="channel names in order; null: flow, occupancy, speed (3 channels) or flow (1)")
+    ids: Optional[DataPath] = Field(
+        None, description="file of sensor ids, one per line (PEMS03.txt); null: 0..N-1 as in distance.csv")
+    start: Optional[datetime] = Field(
+        None, description="time of the first step (PEMS04: 2018-01-01, PEMS08: 2016-07-01); needed for time features")
+    interval_minutes: float = Field(5.0, gt=0, description="minutes between steps")
 
     def path_fields(self) -> dict[str, Path]:
         extra = {"ids": self.ids} if self.ids is not None else {}
@@ -128,19 +136,19 @@ class PemsNpzDataset(_ChronoSplit, _WithAdjacency):
 class SyntheticDataset(_ChronoSplit):
     """A sensor graph with rush hours and incident congestion waves (see ``data.generate_synthetic``)."""
 
-    format: Literal["synthetic"]
-    n_nodes: int = Field(20, ge=2)  # sensors
-    n_days: float = Field(7.0, gt=0)  # length of the series
-    steps_per_day: int = Field(288, ge=4)  # readings per day (288 = every 5 minutes)
-    start: datetime = datetime(2012, 3, 5)  # time of the first reading (a Monday, midnight)
-    k_neighbors: int = Field(3, ge=1)  # graph: each sensor links to its k nearest, plus a spanning tree
-    free_flow: float = 65.0  # mean free-flow speed
-    rush_hour_drop: float = 25.0  # speed drop at the peak of a weekday rush hour at the graph's centre
-    wave_minutes_per_hop: float = 10.0  # how long congestion takes to travel one hop upstream
-    events_per_day: float = Field(4.0, ge=0)  # incidents; each sends a congestion wave upstream
-    reading_noise: float = Field(1.5, ge=0)  # std of the (AR(1)) measurement noise
-    missing_rate: float = Field(0.01, ge=0, lt=1)  # fraction of readings reported as 0 (missing)
-    seed: int = 0  # generator seed
+    format: Literal["synthetic"] = Field(description="selects this format: a generated sensor graph and series")
+    n_nodes: int = Field(20, ge=2, description="number of sensors")
+    n_days: float = Field(7.0, gt=0, description="length of the series in days")
+    steps_per_day: int = Field(288, ge=4, description="readings per day (288 = every 5 minutes)")
+    start: datetime = Field(datetime(2012, 3, 5), description="time of the first reading (a Monday, midnight)")
+    k_neighbors: int = Field(3, ge=1, description="graph: each sensor links to its k nearest, plus a spanning tree")
+    free_flow: float = Field(65.0, description="mean free-flow speed")
+    rush_hour_drop: float = Field(25.0, description="speed drop at the peak of a weekday rush hour at the graph's centre")
+    wave_minutes_per_hop: float = Field(10.0, description="minutes congestion takes to travel one hop upstream")
+    events_per_day: float = Field(4.0, ge=0, description="incidents per day; each sends a congestion wave upstream")
+    reading_noise: float = Field(1.5, ge=0, description="std of the (AR(1)) measurement noise")
+    missing_rate: float = Field(0.01, ge=0, lt=1, description="fraction of readings reported as 0 (missing)")
+    seed: int = Field(0, description="generator seed")
 
 
 FORMATS = tuple(sorted(TrafficDataset.formats()))

@@ -87,3 +87,11 @@ def test_cli_unknown_task():
     assert r.stderr.strip().splitlines() == [
         f"error: must name a known task: {', '.join(TASKS)} (did you mean 'toy'?), but got 'tyo'"]
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name", available_task_names())
+def test_every_key_a_study_accepts_has_help(name):
+    """Every row of `hpo keys TASK` - study sections, sampler and pruner types, dataset formats, config keys -
+    says what the key does (its help lives in the pydantic field's description or the dataclass metadata)."""
+    missing = [(k.section, k.key) for k in task_keys(get_task(name)) if not k.help]
+    assert not missing, missing
