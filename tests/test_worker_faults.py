@@ -641,3 +641,36 @@ def test_two_first_runs_at_once_enqueue_each_baseline_once(toy_study, tmp_path, 
     copies = sum(len(names) for names in enqueued)  # a process may have seen some baselines already there
     assert len(surplus) == copies - 2
     assert budget_of(trials).used == 4
+
+
+def test_a_retry_queued_after_the_budget_was_used_up_is_recorded_not_left_waiting(tmp_path):
+    """The race the 10-SIGKILL test hit once in CI: a worker dies in a trial that started while the budget had
+    room; the others fill the budget meanwhile; the dead trial is failed and re-queued. The budget is used up,
+    so no worker runs the copy: it must not stay WAITING in a finished study. It is recorded FAIL ``surplus``
+    (not trained, not counted) by the worker that sees the budget used up, and the budget stays exact."""
+    path = _study_file(tmp_path, "late", 2, epochs=2, n_samples=64)
+    r = hpo_cli("run", str(path), "--threads", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="late", storage=_url(tmp_path))
+    done = study.get_trials()
+    assert [t.state.name for t in done] == ["COMPLETE", "COMPLETE"]
+    # the dead worker's trial as the heartbeat check leaves it: FAIL, and a WAITING copy with Optuna's retry attrs
+    dead = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=done[0].params,
+                                     distributions=done[0].distributions)
+    study.add_trial(dead)
+    dead_number = study.get_trials()[-1].number
+    study.enqueue_trial(done[0].params)
+    copy = study.get_trials()[-1]
+    study._storage.set_trial_system_attr(copy._trial_id, "failed_trial", dead_number)
+    study._storage.set_trial_system_attr(copy._trial_id, "retry_history", [dead_number])
+    assert copy.state.name == "WAITING"
+
+    r = hpo_cli("worker", str(path), "--threads", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name="late", storage=_url(tmp_path)).get_trials()
+    assert [t.state.name for t in trials].count("WAITING") == 0
+    late = trials[copy.number]
+    assert late.state.name == "FAIL" and late.user_attrs["stop_reason"] == "surplus"
+    assert f"retry of trial #{dead_number}" in late.user_attrs["stop_detail"]
+    b = budget_of(trials)
+    assert b.used == 2 and b.complete == 2 and b.rejected == 1 and b.rerun == 1

@@ -82,6 +82,7 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
         trials = ostudy.get_trials(deepcopy=False)
         budget = budget_of(trials)
         if n_trials is not None and budget.used >= n_trials:
+            _drop_late_retries(ostudy, trials)
             return "budget"
         if n_trials is not None and budget.used + budget.running >= n_trials and not budget.waiting:
             if not heartbeat:
@@ -113,6 +114,25 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
                 )
         else:
             failures = 0
+
+
+def _drop_late_retries(ostudy: "optuna.Study", trials: Sequence["FrozenTrial"]) -> None:
+    """The budget is used up: a re-queued copy of a dead worker's trial that is still WAITING retries a trial
+    that started past the budget (it was running, uncounted, when the others filled it) and will not run.
+    Record it as FAIL ``surplus`` (not trained, not counted) rather than leave it waiting in a finished study;
+    every worker that stops does the same, so they agree whichever stops last."""
+    from optuna.trial import TrialState
+
+    from hpo.store.rdb import fail_waiting
+
+    for t in trials:
+        if t.state == TrialState.WAITING and R.FAILED_TRIAL in t.system_attrs:
+            detail = (f"surplus: the retry of trial #{t.system_attrs[R.FAILED_TRIAL]} (its worker died) was queued after "
+                      "the budget was used up; it did not train and does not count")
+            try:
+                fail_waiting(ostudy, t, {R.STOP_REASON: StopReason.SURPLUS.value, R.STOP_DETAIL: detail})
+            except Exception as e:  # a worker claimed it meanwhile: it runs (and its own surplus check decides)
+                logger.debug("late retry #%d not dropped: %s", t.number, e)
 
 
 def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True) -> "FrozenTrial | None":
