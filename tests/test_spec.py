@@ -120,12 +120,16 @@ def test_unknown_task_and_metric(tmp_path):
     assert any("objectives.0: must name a known metric of task toy" in l and "(did you mean 'val_mae'?)" in l for l in lines), lines
 
 
-def test_multi_objective_cannot_prune(tmp_path):
-    study = STUDY.replace("objectives: [val_mae]", "objectives: [val_mae, {metric: train_val_gap, direction: minimize}]\npruner: {type: median}")
+def test_multi_objective_prunes_on_the_primary_with_snapshot_pruners_only(tmp_path):
+    # #15: a multi-objective study prunes on its primary objective (it could not prune at all before);
+    # pruners that need the study's single direction are still refused
+    study = STUDY.replace("objectives: [val_mae]", "objectives: [val_mae, {metric: train_val_gap, direction: minimize}]\npruner: {type: hyperband}")
     lines = errors(tmp_path, study=study)
-    assert any(l.endswith("pruner.type: must be none for a multi-objective study (Optuna cannot prune multi-objective trials; early stopping still applies), but got 'median'") for l in lines), lines
-    ok = load_study(write(tmp_path, study=study.replace("{type: median}", "{type: none}")))
-    assert ok.directions == ["minimize", "minimize"]
+    assert any(l.endswith("pruner.type: must be one of median, percentile, threshold, patient, none for a multi-objective study "
+                          "(they prune on the primary objective; the others need the study's single direction), but got 'hyperband'") for l in lines), lines
+    for ok_pruner in ("{type: median}", "{type: none}", "{type: patient, patience: 2, wrapped: {type: percentile, percentile: 50}}"):
+        ok = load_study(write(tmp_path, study=study.replace("{type: hyperband}", ok_pruner)))
+        assert ok.directions == ["minimize", "minimize"] and ok.primary.metric == "val_mae"
 
 
 def test_training_keys_are_typed(tmp_path):

@@ -108,7 +108,7 @@ def _model_keys(model: type[BaseModel], section: str, skip: frozenset[str] = fro
             tag = ", ".join(map(str, typing.get_args(sub.model_fields["type"].annotation))) if tagged else ""
             later.append((f"{sub_section} ({tag})" if tag else sub_section, sub))
     for sub_section, sub in later:
-        yield from _model_keys(sub, sub_section, nested=nested, seen=seen)
+        yield from _model_keys(sub, sub_section, skip=skip, nested=nested, seen=seen)
 
 
 def _sub_models(annotation: Any) -> list[type[BaseModel]]:

@@ -256,6 +256,7 @@ class TaskSection(Spec):
 class ObjectiveSpec(Spec):
     metric: StrictStr = Field(description="the metric to optimise, e.g. val_mae, train_val_gap")
     direction: Optional[Literal["minimize", "maximize"]] = Field(None, description="default: the metric's natural one")
+    primary: StrictBool = Field(False, description="prune, gate and early-stop on this objective (default: the first); the others are recorded and in the Pareto front")
 
 
 class BudgetSpec(Spec):
@@ -279,6 +280,63 @@ class FaultToleranceSection(Spec):
     heartbeat_interval: StrictInt = Field(5, ge=1, description="seconds between heartbeats of a running trial")
     grace_period: StrictInt = Field(20, ge=2, description="seconds without a heartbeat before a trial counts as dead")
     max_retry: StrictInt = Field(3, ge=0, description="times a dead worker's trial is re-run with its parameters")
+
+
+# --------------------------------------------------------------------------- plans (gates, targets, ablations, stages)
+class GateSpec(Spec):
+    """A rule on a trial's metrics at one epoch ("at epoch 10 continue only if val_mae < 4.0; stop if > 4.5").
+    A trial the gate stops is PRUNED with stop reason ``gate`` and the rule in its stop detail."""
+
+    name: Optional[StrictStr] = Field(None, description="the rule's name in stop details and reports (default: gate<N>)")
+    epoch: StrictInt = Field(ge=1, description="the epoch (1-based) after which the rule is applied")
+    stop_if: Optional[StrictStr] = Field(None, description="stop the trial when this holds, e.g. 'val_mae > 4.5' (names: the epoch's metrics)")
+    continue_if: Optional[StrictStr] = Field(None, description="stop the trial unless this holds, e.g. 'val_mae < 4.0'")
+
+
+class AblationSpec(Spec):
+    """One knob at a time around a named baseline, over listed values, optionally times seeds: each run is
+    a named trial ``ablation.KNOB=VALUE`` (``.seedS`` with seeds), the baseline itself as ``ablation.baseline``."""
+
+    baseline: StrictStr = Field(description="the baseline (study's or space's) every run changes one knob of")
+    knobs: dict[StrictStr, list[Scalar]] = Field(min_length=1, description="config key -> the values to try, one run each")
+    seeds: list[StrictInt] = Field([], description="run each (and the baseline) with each of these training seeds (default: the baseline's seed)")
+
+
+class NarrowSpec(Spec):
+    """The stage's space is the previous stage's, narrowed around its best trials (as ``hpo narrow`` does)."""
+
+    top: StrictInt = Field(5, ge=1, description="narrow around this many best trials")
+    margin: Number = Field(0.1, ge=0, description="margin around their values, as a fraction of their spread")
+    promote: StrictBool = Field(False, description="re-train those top trials first in this stage (at its fidelity)")
+
+
+class NextRule(Spec):
+    """Which stage follows, from the stage's result: the first rule whose ``when`` holds (or that has none) wins."""
+
+    when: Optional[StrictStr] = Field(None, description="an expression over best, previous, baseline, improvement, trials and the target levels (true when met)")
+    goto: StrictStr = Field(description="the next stage's name, or end")
+
+
+class StageSpec(Spec):
+    """One stage of a staged study: a study of its own (named STUDY/STAGE in the store) whose keys
+    default to the study's; ``training`` and ``budget`` are merged over the study's, the rest replace them."""
+
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="the stage's name (its study is STUDY/NAME)")
+    description: Optional[StrictStr] = Field(None, description="what the stage is for")
+    space: Union[StrictStr, SearchSpaceSpec, None] = Field(None, description="the stage's space (a file or inline; default: the study's)")
+    narrow: Optional[NarrowSpec] = Field(None, description="narrow the previous stage's space around its best trials instead")
+    budget: dict[StrictStr, Any] = Field({}, description="budget keys for this stage, over the study's")
+    training: dict[StrictStr, Any] = Field({}, description="config defaults for this stage (its fidelity: epochs, data knobs), over the study's")
+    sampler: Optional[SamplerSpec] = Field(None, description="the stage's sampler (default: the study's)")
+    pruner: Optional[PrunerSpec] = Field(None, description="the stage's pruner (default: the study's)")
+    gates: Optional[list[GateSpec]] = Field(None, description="the stage's gates (default: the study's)")
+    baselines: dict[StrictStr, dict[StrictStr, Any]] = Field({}, description="named runs of this stage")
+    run_baselines: Union[StrictBool, list[StrictStr], None] = Field(None, description="which of the study's and the space's baselines this stage runs (default: all in the first stage, none later)")
+    ablations: Optional[AblationSpec] = Field(None, description="one-knob runs of this stage")
+    warm_start: StrictBool = Field(False, description="tell the earlier stages' completed trials to this stage's sampler (not retrained)")
+    stop_at_target: Optional[StrictStr] = Field(None, description="end the stage as soon as a trial meets this target level")
+    protect_baselines: Optional[StrictBool] = Field(None, description="default: the study's")
+    next: list[NextRule] = Field([], description="which stage follows (default: the next in the list; goto: end stops)")
 
 
 class StudySpec(Spec):
@@ -308,6 +366,13 @@ class StudySpec(Spec):
                 raise ValueError(rule)
         return value
     seed: StrictInt = Field(0, description="sampler seed and default training seed")
+    gates: list[GateSpec] = Field([], description="rules on a trial's metrics at an epoch that stop it (recorded as stop reason gate)")
+    targets: dict[StrictStr, dict[StrictStr, Number]] = Field({}, description="named success levels, each metric -> threshold, e.g. conservative: {val_mae: 3.8}")
+    stop_at_target: Optional[StrictStr] = Field(None, description="end the study as soon as a trial meets this target level")
+    ablations: Optional[AblationSpec] = Field(None, description="one knob at a time around a baseline, expanded into named trials")
+    run_baselines: Union[StrictBool, list[StrictStr]] = Field(True, description="which of the study's and the space's baselines to run: all, none, or the listed")
+    protect_baselines: StrictBool = Field(True, description="baselines and ablation runs train to their own epochs: no pruner or gate stops them")
+    stages: list[StageSpec] = Field([], description="a staged plan: stages run in order, each a study STUDY/STAGE")
     backend: Literal["local", "ray"] = Field("local", description="local worker processes or a Ray cluster")
     ray: RaySection = Field(RaySection(), description="the Ray backend's settings")
     fault_tolerance: FaultToleranceSection = Field(FaultToleranceSection(), description="heartbeats and retries of trials whose worker died")

@@ -108,6 +108,7 @@ class Baseline:
     name: str
     params: dict  # values of the active parameters
     overrides: dict  # values of other keys (fixed / training) for this trial only
+    ablation: dict | None = None  # an ablation run's {knob, value, seed} (hpo.spec.ablations)
 
 
 @dataclass

@@ -29,6 +29,10 @@ from hpo.spec.yaml_io import load_yaml, loads_yaml
 
 if TYPE_CHECKING:
     from hpo.data.cache import DataCache
+    from hpo.spec.gates import Gate
+    from hpo.spec.schema import AblationSpec
+    from hpo.spec.stages import Stage
+    from hpo.spec.targets import TargetLevel
     from hpo.tasks import DatasetSpec, Task
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,11 @@ class Study:
     objectives: list[Objective]
     record: dict = field(default_factory=dict)  # JSON-able copy stored with the study
     raw: dict = field(default_factory=dict, repr=False)  # the study mapping it was built from (workers rebuild it)
+    primary_index: int = 0  # the objective that prunes, gates and early-stops (``primary: true``, else the first)
+    gates: list["Gate"] = field(default_factory=list)
+    targets: list["TargetLevel"] = field(default_factory=list)
+    run_baselines: list[str] = field(default_factory=list)  # the named runs prepare() enqueues, in order
+    stages: list["Stage"] = field(default_factory=list)  # a staged plan's stages (empty: a flat study)
 
     @property
     def name(self) -> str:
@@ -66,9 +75,28 @@ class Study:
         return [o.direction for o in self.objectives]
 
     @property
+    def primary(self) -> Objective:
+        """The objective that drives early stopping, the best epoch, pruning and gates (``primary: true``,
+        else the first); a multi-objective study records the others and their Pareto front."""
+        return self.objectives[self.primary_index]
+
+    @property
     def monitor(self) -> Objective:
-        """The objective that drives early stopping, the best epoch and pruning (the first)."""
-        return self.objectives[0]
+        """The same as :attr:`primary`."""
+        return self.primary
+
+    @property
+    def protect_baselines(self) -> bool:
+        """Whether baselines and ablation runs train to their own epochs (no pruner or gate stops them)."""
+        return self.spec.protect_baselines
+
+    @property
+    def stop_at_target(self) -> str | None:
+        return self.spec.stop_at_target
+
+    @property
+    def ablation(self) -> "AblationSpec | None":
+        return self.spec.ablations
 
     @property
     def multi_objective(self) -> bool:
@@ -132,8 +160,21 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
     if task_cls.needs_target and not spec.task.target:
         problems.append(Problem("task.target", f"is required for task {task_cls.name}", has_got=False))
 
-    objectives = _objectives(spec, task_cls, fname, problems)
+    objectives, primary_index = _objectives(spec, task_cls, fname, problems)
     _study_rules(spec, problems)
+    from hpo.spec.gates import compile_gates
+    from hpo.spec.targets import compile_targets
+
+    def add(path: str, message: str, got: Any = None, has_got: bool = True) -> None:
+        problems.append(Problem(path, message, got, has_got))
+
+    gates = compile_gates(spec.gates, task_cls, add)
+    targets = compile_targets(spec.targets, objectives, task_cls, add)
+    if spec.stop_at_target is not None and spec.stop_at_target not in spec.targets:
+        add("stop_at_target", name_rule("target level (targets:)", spec.stop_at_target, spec.targets), spec.stop_at_target)
+    for i, st in enumerate(spec.stages):
+        if st.stop_at_target is not None and st.stop_at_target not in spec.targets:
+            add(f"stages.{i}.stop_at_target", name_rule("target level (targets:)", st.stop_at_target, spec.targets), st.stop_at_target)
 
     # -- training defaults and the space
     training = dict(spec.training)
@@ -143,9 +184,22 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
         if msg:
             problems.append(Problem(f"training.{key}", msg, key if key not in types.fields else value))
     space = None
+    ablation_meta: dict[str, dict] = {}
+    extra = dict(spec.baselines)
+    if space_spec is not None and spec.ablations is not None:
+        from hpo.spec.ablations import expand_ablations
+
+        runs, ablation_meta, ablation_paths = expand_ablations(spec.ablations, [*space_spec.baselines, *spec.baselines], task_cls, add)
+        extra.update(runs)
     if space_spec is not None:
+        n_before = len(problems)
         space = compile_space(space_spec, task_cls, training, problems, file=space_fname, prefix=space_prefix,
-                              extra_baselines=spec.baselines, extra_file=fname)
+                              extra_baselines=extra, extra_file=fname)
+        if ablation_meta:
+            problems[n_before:] = [_ablation_problem(p, ablation_paths) for p in problems[n_before:]]
+    run_baselines: list[str] = []
+    if space is not None:
+        run_baselines = _run_baselines(spec, space, ablation_meta, add)
 
     if spec.sampler.type == "grid" and space is not None:
         try:
@@ -162,6 +216,11 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
             problems.append(Problem("task.dataset", f"could not be checked: {type(e).__name__}: {e}", has_got=False))
     if problems:
         raise SpecError(problems, fname)
+    for i, g in enumerate(gates):
+        if spec.budget.max_epochs is not None and g.epoch > spec.budget.max_epochs:
+            problems.append(Problem(f"gates.{i}.epoch", f"must be at most budget.max_epochs ({spec.budget.max_epochs}), or the gate never applies", g.epoch))
+    if problems:
+        raise SpecError(problems, fname)
 
     record = {
         "file": str(file) if file else None,
@@ -169,12 +228,60 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
         "spec": _jsonable({**raw, "space": space_raw}),
         "dataset": _jsonable(dataset.model_dump(mode="json")),
     }
-    return Study(spec, file, space_file, space, task_cls, dataset, objectives, record, copy.deepcopy(raw))
+    study = Study(spec, file, space_file, space, task_cls, dataset, objectives, record, copy.deepcopy(raw),
+                  primary_index=primary_index, gates=gates, targets=targets, run_baselines=run_baselines)
+    if spec.stages:
+        from hpo.spec.stages import compile_stages
+
+        study.stages = compile_stages(study, base_dir, fname, study_from_dict)
+    return study
 
 
-def _objectives(spec: StudySpec, task_cls: type["Task"], fname: str | None, problems: list[Problem]) -> list[Objective]:
-    """The study's objectives: known metrics of the task, each with a direction, none twice."""
+def _run_baselines(spec: StudySpec, space: CompiledSpace, ablation_meta: dict[str, dict], add) -> list[str]:
+    """The named runs to enqueue, in order: the baselines ``run_baselines`` selects, then the ablation runs
+    (each marked with its ablation facts)."""
+    import dataclasses as dc
+
+    from hpo.spec.ablations import PREFIX
+
+    named = [n for n in space.baselines if not n.startswith(PREFIX)]
+    if spec.run_baselines is True:
+        chosen = list(named)
+    elif spec.run_baselines is False:
+        chosen = []
+    else:
+        chosen = []
+        for i, n in enumerate(spec.run_baselines):
+            if n not in named:
+                add(f"run_baselines.{i}", name_rule("baseline of the study or its space", n, named), n)
+            elif n not in chosen:
+                chosen.append(n)
+    for name, meta in ablation_meta.items():
+        if name in space.baselines:
+            space.baselines[name] = dc.replace(space.baselines[name], ablation=meta)
+            if name not in chosen:
+                chosen.append(name)
+    return chosen
+
+
+def _ablation_problem(p: Problem, paths: dict[str, str]) -> Problem:
+    """A problem of an expanded ablation run, placed at the value in ``ablations:`` that made it."""
+    parts = p.path.split(".")
+    if len(parts) >= 2 and parts[0] == "baselines":
+        for name, path in paths.items():
+            if p.path == f"baselines.{name}" or p.path.startswith(f"baselines.{name}."):
+                return dataclasses.replace(p, path=path)
+    return p
+
+
+def _objectives(spec: StudySpec, task_cls: type["Task"], fname: str | None, problems: list[Problem]) -> tuple[list[Objective], int]:
+    """The study's objectives (known metrics of the task, each with a direction, none twice) and the index
+    of the primary one."""
     objectives: list[Objective] = []
+    marked = [i for i, o in enumerate(spec.objectives) if not isinstance(o, str) and o.primary]
+    if len(marked) > 1:
+        problems.append(Problem(f"objectives.{marked[1]}.primary", "must be set on one objective only", True))
+    primary = marked[0] if marked else 0
     names = task_cls.objective_names()
     for i, o in enumerate(spec.objectives):
         metric, direction = (o, None) if isinstance(o, str) else (o.metric, o.direction)
@@ -192,16 +299,33 @@ def _objectives(spec: StudySpec, task_cls: type["Task"], fname: str | None, prob
     seen = [o.metric for o in objectives]
     for m in {m for m in seen if seen.count(m) > 1}:
         problems.append(Problem("objectives", "must not name a metric twice", m))
-    if objectives and not objectives[0].metric.startswith("val_"):
-        problems.append(Problem("objectives.0", "must be a validation metric (val_*): the first objective drives early stopping and pruning", objectives[0].metric))
-    return objectives
+    if len(objectives) != len(spec.objectives):
+        return objectives, 0
+    if not objectives[primary].metric.startswith("val_"):
+        where = f"objectives.{primary}" + (".metric" if marked else "")
+        problems.append(Problem(where, "must be a validation metric (val_*): the primary objective (primary: true, else the first) "
+                                "drives early stopping, pruning and gates", objectives[primary].metric))
+    return objectives, primary
+
+
+MULTI_OBJECTIVE_PRUNERS = ("median", "percentile", "threshold", "patient", "none")
+
+
+def _prunes_on_primary(pruner: Any) -> bool:
+    """Whether a pruner can serve a multi-objective study on its primary objective (patient: its wrapped one too)."""
+    if pruner.type == "patient":
+        return pruner.wrapped is None or _prunes_on_primary(pruner.wrapped)
+    return pruner.type in MULTI_OBJECTIVE_PRUNERS
 
 
 def _study_rules(spec: StudySpec, problems: list[Problem]) -> None:
     """What the sampler, pruner and backend allow together."""
     multi = len(spec.objectives) > 1
-    if multi and spec.pruner.type != "none":
-        problems.append(Problem("pruner.type", "must be none for a multi-objective study (Optuna cannot prune multi-objective trials; early stopping still applies)", spec.pruner.type))
+    pruners = [("pruner", spec.pruner)] + [(f"stages.{i}.pruner", s.pruner) for i, s in enumerate(spec.stages) if s.pruner is not None]
+    for where, pruner in pruners:
+        if multi and not _prunes_on_primary(pruner):
+            problems.append(Problem(f"{where}.type", f"must be one of {', '.join(MULTI_OBJECTIVE_PRUNERS)} for a multi-objective study "
+                                    "(they prune on the primary objective; the others need the study's single direction)", pruner.type))
     if multi and spec.sampler.type in ("cmaes",):
         problems.append(Problem("sampler.type", "must be one of tpe, nsga2, random, gp, grid for a multi-objective study", spec.sampler.type))
     if spec.backend == "ray" and spec.sampler.type == "grid":

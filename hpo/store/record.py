@@ -42,6 +42,7 @@ class StopReason(str, enum.Enum):
     FAILED = "failed"
     OUT_OF_MEMORY = "out_of_memory"
     INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM; run again when the study resumes
+    GATE = "gate"  # a gate's rule stopped it at an epoch (the rule is in stop_detail); PRUNED
 
     def __str__(self) -> str:
         return self.value
@@ -74,6 +75,13 @@ CHECKPOINT = "checkpoint"  # artifact id of the best epoch's weights
 CHECKPOINT_SHA256 = "checkpoint_sha256"
 CHECKPOINT_ERROR = "checkpoint_error"
 REEVALUATION = "reevaluation"
+ABLATION = "ablation"  # an ablation run: {"knob": key or None for the baseline itself, "value": ..., "seed": ...}
+GATE_WAIVED = "gate_waived"  # a protected baseline a gate or the pruner would have stopped: what it said
+WARM_START_OF = "warm_start_of"  # a trial told to a stage's sampler from an earlier stage: "STUDY/STAGE#N" (not trained here)
+TARGETS_MET = "targets_met"  # study user attr: {level: trial number} when a target level was first met
+
+# -- stage studies (study user attr STAGE) -------------------------------------------------------
+STAGE = "stage"  # {"plan": name, "index": i, "name": stage, "state": running|done, "decision": {...}}
 
 # -- trial system attrs (Optuna's) ---------------------------------------------------------------
 RETRY_HISTORY = "retry_history"  # RetryHeartbeatStaleTrialCallback: the trials this one retries
