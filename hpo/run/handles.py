@@ -8,11 +8,14 @@ writes them in one call, for handles whose pruning needs no per-epoch store writ
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hpo.search.prune_oracle import PruneOracle
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import optuna
@@ -74,20 +77,31 @@ class DeferredValues:
 class OptunaHandle(TrialHandle):
     """The live Optuna trial. Where pruning decisions come from memory (:class:`PruneOracle`, or no
     pruner), intermediate values are written in batches every ``flush_seconds`` and at the end of
-    the trial (:meth:`flush`) instead of one transaction per epoch."""
+    the trial (:meth:`flush`) instead of one transaction per epoch.
+
+    A multi-objective trial (``primary``: its primary objective's direction) cannot ``trial.report``: its
+    intermediate values (the primary's) are always written in batches, straight to the store, and its pruning
+    is the oracle's, in that direction (the snapshot-safe pruners; the spec refuses the others for a
+    multi-objective study)."""
 
     flush_seconds = 10.0
 
-    def __init__(self, trial: "optuna.Trial", report: bool, prune: bool) -> None:
+    def __init__(self, trial: "optuna.Trial", report: bool = True, prune: bool = False,
+                 primary: str | None = None) -> None:
         from hpo.store.rdb import intermediate_writer, trial_id_of
 
         self.trial, self.number, self.trial_id = trial, trial.number, trial_id_of(trial)
+        multi = primary is not None
         self._report, self._prune = report, prune
         self._values: dict[int, float] = {}
-        self._oracle = PruneOracle.for_pruner(trial.study) if prune else None
-        write = intermediate_writer(trial)
+        self._oracle = PruneOracle.for_pruner(trial.study, direction=primary) if prune else None
+        if multi and prune and self._oracle is None:
+            logger.warning("trial #%d: pruner %s cannot prune a multi-objective study; the trial is not pruned",
+                           self.number, type(trial.study.pruner).__name__)
+            self._prune = False
+        write = intermediate_writer(trial) or (_one_by_one(trial.storage, self.trial_id) if multi else None)
         self._deferred = (DeferredValues(write, self.flush_seconds)
-                          if write is not None and (self._oracle is not None or not prune) else None)
+                          if write is not None and (multi or self._oracle is not None or not self._prune) else None)
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
@@ -99,7 +113,7 @@ class OptunaHandle(TrialHandle):
             super().set_user_attrs(attrs)
 
     def report(self, value: float, epoch: int, metrics: dict) -> bool:
-        if not self._report:  # Optuna cannot report multi-objective values
+        if not self._report:
             return False
         self._values[epoch] = value
         if self._deferred is not None:
@@ -125,3 +139,14 @@ class OptunaHandle(TrialHandle):
         from hpo.store.checkpoint import upload_whole
 
         return upload_whole(artifacts, path, self.trial.storage, self.trial_id)
+
+
+def _one_by_one(storage: Any, trial_id: int) -> Callable[[dict[int, float]], None]:
+    """Write intermediate values one step at a time through the storage's public API (a storage without
+    batched writes); unlike ``trial.report`` it also takes those of a multi-objective trial."""
+
+    def write(values: dict[int, float]) -> None:
+        for step, value in values.items():
+            storage.set_trial_intermediate_value(trial_id, step, value)
+
+    return write

@@ -5,7 +5,8 @@ are :mod:`hpo.store.record`'s):
 
 - params (Optuna) for the active parameters only; ``config`` (user attr): the complete explicit
   config (training defaults + fixed + overrides + sampled + derived + seed), i.e. what export writes;
-- the objective value(s) at the best epoch; intermediate values: the monitored val metric per epoch;
+- the objective value(s) at the best epoch; intermediate values: the primary objective's val metric per
+  epoch (multi-objective studies too: their pruner and gates read the primary);
 - ``curves``: every train/val metric, lr and epoch time per epoch; ``metrics``: all at the best epoch;
 - ``diagnosis``: what :mod:`hpo.train.diagnose` reads in the curves (overfitting, plateau, wasted epochs, ...);
 - ``stop_reason`` (a :class:`~hpo.store.record.StopReason`) and ``stop_detail`` (a sentence), ``best_epoch``,
@@ -15,6 +16,12 @@ are :mod:`hpo.store.record`'s):
 Constraint violations and configs the model rejects are PRUNED before any training (samplers then
 treat them as bad). A diverging run (non-finite loss) is PRUNED with its last finite values. A crash
 is FAIL with its reason; the study goes on.
+
+After each evaluated epoch (:class:`EpochWatch`) the study's gates due at it are asked first, then the
+pruner; a gate that stops the trial makes it PRUNED with stop reason ``gate`` and the rule in
+``stop_detail``. A protected trial (a baseline or ablation run of a study with ``protect_baselines``) is
+stopped by neither: it trains to its own epochs, still reports its intermediate values, and records in
+``gate_waived`` what would have stopped it (each gate's sentence, and the pruner's first).
 """
 
 from __future__ import annotations
@@ -78,9 +85,10 @@ class TrialObjective:
                 _stop(trial, StopReason.SURPLUS, detail)
                 raise TrialFailed(detail)
         config = self.sample(trial)
-        report = not self.study.multi_objective
-        handle = OptunaHandle(trial, report=report, prune=report and self.study.spec.pruner.type != "none")
-        outcome = self.run_config(handle, config)
+        study = self.study
+        handle = OptunaHandle(trial, prune=study.spec.pruner.type != "none",
+                              primary=study.primary.direction if study.multi_objective else None)
+        outcome = self.run_config(handle, config, protected=self.protected(trial.user_attrs))
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(outcome.detail)
         if outcome.state == "FAIL":
@@ -96,14 +104,20 @@ class TrialObjective:
         config.setdefault("seed", self.study.spec.seed)
         return cap_epochs(config, self.max_epochs, self.task)
 
-    def run_config(self, handle: TrialHandle, config: dict) -> Outcome:
-        """Check, train and record one config on ``handle``; the body shared by every backend."""
+    def protected(self, user_attrs: dict) -> bool:
+        """Whether a trial with these user attrs is protected: a baseline (or ablation run, a baseline too)
+        of a study with ``protect_baselines``; no gate or pruner stops it."""
+        return bool(self.study.protect_baselines and user_attrs.get(R.BASELINE))
+
+    def run_config(self, handle: TrialHandle, config: dict, protected: bool = False) -> Outcome:
+        """Check, train and record one config on ``handle``; the body shared by every backend.
+        ``protected`` (see :meth:`protected`): neither gates nor the pruner stop it."""
         try:
-            return self._run_config(handle, config)
+            return self._run_config(handle, config, protected)
         finally:
             handle.flush()
 
-    def _run_config(self, handle: TrialHandle, config: dict) -> Outcome:
+    def _run_config(self, handle: TrialHandle, config: dict, protected: bool = False) -> Outcome:
         study = self.study
         handle.set_user_attrs({R.WORKER: worker_id(), **self.worker_attrs, R.CONFIG: config})
         violated = study.space.violated(config)
@@ -116,7 +130,7 @@ class TrialObjective:
         try:
             splits = self.task.load(data_cfg)
             with splits.locked_test():
-                result = self._fit(handle, splits, train_cfg, model_cfg)
+                result = self._fit(handle, splits, train_cfg, model_cfg, protected)
         except KeyboardInterrupt:
             _stop(handle, StopReason.INTERRUPTED, "interrupted (Ctrl-C); it is run again when the study resumes")
             raise
@@ -135,7 +149,7 @@ class TrialObjective:
             R.STOP_REASON: result.stop_reason, R.STOP_DETAIL: result.stop_detail,
         }
         missing = [o.metric for o in study.objectives if o.metric not in result.best]
-        if result.stop_reason in (StopReason.PRUNED, StopReason.DIVERGED):
+        if result.stop_reason in (StopReason.PRUNED, StopReason.GATE, StopReason.DIVERGED):
             outcome = Outcome("PRUNED", detail=result.stop_detail)
         elif not result.best or missing:
             outcome = Outcome("FAIL", detail=f"no value for objective(s) {', '.join(missing) or 'all'}: no epoch was evaluated")
@@ -153,23 +167,23 @@ class TrialObjective:
         handle.set_user_attrs(attrs)  # one write with everything the trial produced
         return outcome
 
-    def _fit(self, handle: TrialHandle, splits, train_cfg, model_cfg):
+    def _fit(self, handle: TrialHandle, splits, train_cfg, model_cfg, protected: bool = False):
+        """Train with the study's gates and pruner watching every evaluated epoch; a run a gate stopped
+        comes back with stop reason ``gate``."""
         from hpo.train import fit
 
-        monitor = self.study.monitor
-
-        def on_epoch(epoch: int, metrics: dict) -> None:
-            value = metrics[monitor.metric]
-            if handle.report(value, epoch, metrics):
-                raise Pruned(epoch, f"pruned at epoch {epoch}: {monitor.metric}={value:.5g} is worse than the pruner allows")
-
-        return fit(self.task, splits, train_cfg, model_cfg, monitor=monitor.metric, direction=monitor.direction,
-                   on_epoch=on_epoch, device=self.device, keep_best_state=self.keep_checkpoints)
+        primary = self.study.primary
+        watch = EpochWatch(handle, primary.metric, self.study.gates, protected)
+        result = fit(self.task, splits, train_cfg, model_cfg, monitor=primary.metric, direction=primary.direction,
+                     on_epoch=watch, device=self.device, keep_best_state=self.keep_checkpoints)
+        if watch.gate_stopped and result.stop_reason == StopReason.PRUNED:
+            result.stop_reason = StopReason.GATE.value
+        return result
 
     def _diagnose(self, result, config: dict) -> list[dict]:
         from hpo.train.diagnose import diagnose_curves
 
-        monitor = self.study.monitor
+        monitor = self.study.primary
         return diagnose_curves(result.curves, metric=monitor.metric.split("_", 1)[1], direction=monitor.direction,
                                config=config, stop_reason=result.stop_reason)
 
@@ -184,6 +198,50 @@ class TrialObjective:
             model_state=result.best_state, extras=self.task.checkpoint_extras(splits),
         )
         return upload_checkpoint(payload, lambda path: handle.upload(self.artifacts, path), prefix=f"trial{handle.number}-")
+
+
+class EpochWatch:
+    """The ``on_epoch`` callback of one trial: after each evaluated epoch (fit numbers them from 1) it asks
+    the gates due then, reports the primary ``metric`` to ``handle`` (which answers for the pruner), and stops
+    the trial (:class:`~hpo.errors.Pruned`) on the first gate that says so, else on the pruner's word.
+
+    A gate is due once, at the first evaluated epoch at or after its ``epoch`` (its epoch itself when every
+    epoch is evaluated). A ``protected`` trial is never stopped: each gate's sentence and the pruner's first
+    are kept in :attr:`waived` and written to the trial as ``gate_waived`` when they arise."""
+
+    def __init__(self, handle: TrialHandle, metric: str, gates: list, protected: bool = False) -> None:
+        self.handle, self.metric, self.protected = handle, metric, protected
+        self.pending = sorted(gates, key=lambda g: g.epoch)
+        self.waived: list[str] = []
+        self.gate_stopped = False
+        self._pruner_waived = False
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        verdicts = [v for v in (gate.verdict(metrics) for gate in self._due(epoch)) if v is not None]
+        value = metrics[self.metric]
+        prune = self.handle.report(value, epoch, metrics)  # the epoch's value is stored whatever stops the trial
+        if verdicts and not self.protected:
+            self.gate_stopped = True
+            raise Pruned(epoch, verdicts[0])
+        pruned = f"pruned at epoch {epoch}: {self.metric}={value:.5g} is worse than the pruner allows" if prune else None
+        if pruned and not self.protected:
+            raise Pruned(epoch, pruned)
+        if pruned and not self._pruner_waived:
+            self._pruner_waived = True
+            verdicts.append(pruned)
+        if verdicts:
+            self._waive(verdicts)
+
+    def _due(self, epoch: int) -> list:
+        """The gates due at ``epoch``, removed from those pending."""
+        due = [g for g in self.pending if g.epoch <= epoch]
+        self.pending = self.pending[len(due):]
+        return due
+
+    def _waive(self, sentences: list[str]) -> None:
+        self.waived += sentences
+        logger.info("trial #%d is protected (a baseline); not stopped: %s", self.handle.number, "; ".join(sentences))
+        self.handle.set_user_attrs({R.GATE_WAIVED: list(self.waived)})
 
 
 def _stop(handle: Any, reason: str, detail: str, state: str | None = None) -> Outcome:

@@ -138,7 +138,7 @@ def _tune(study: "Study", opts: "RunOptions", raw: dict, run, remaining: int, co
         if on_trial is not None:
             on_trial(seen_store, seen_store.trials[number])
 
-    monitor = study.monitor
+    monitor = study.primary
     mode = "min" if monitor.direction == "minimize" else "max"
     scheduler, sched_name = _scheduler(study)
     metric = [o.metric for o in study.objectives] if study.multi_objective else monitor.metric
@@ -152,7 +152,7 @@ def _tune(study: "Study", opts: "RunOptions", raw: dict, run, remaining: int, co
     payload = {
         "key": f"{run.storage_url}#{run.study_name}#{id(raw)}", "raw": raw,
         "base_dir": str(study.file.parent if study.file else Path.cwd()),
-        "file": str(study.file) if study.file else None, "storage": run.storage_url,
+        "file": str(study.file) if study.file else None, "storage": run.storage_url, "study_name": run.study_name,
         "artifacts": str(Path(study.artifacts_dir(opts.artifacts)).resolve()),
         "cache_dir": str(Path(opts.cache_dir).resolve()), "checkpoints": opts.checkpoints, "device": opts.device,
         "worker_attrs": {R.SAMPLER_SEED: seed},

@@ -3,6 +3,12 @@
 The trial lives in the driver (Ray's ``OptunaSearch`` asks and tells it, :mod:`hpo.run.backends.ray`); the
 worker writes what the trial produced (intermediate values, curves, metrics, diagnosis, checkpoint) to the
 store by trial id itself, and reports to Tune what its scheduler needs.
+
+Gates apply as locally (the shared trial body asks them). A protected trial (a baseline of a study with
+``protect_baselines``, read from the stored trial) does not report its epochs to Tune, so no scheduler can
+stop it. A multi-objective study runs under FIFO (Tune's schedulers rank one metric); with a pruner it is
+pruned here, in the worker, on the primary objective by the same :class:`~hpo.search.prune_oracle.PruneOracle`
+as locally.
 """
 
 from __future__ import annotations
@@ -11,27 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from hpo.run.handles import DeferredValues, TrialHandle
+from hpo.search.prune_oracle import PruneOracle
 from hpo.store import record as R
 
 
 class RayHandle(TrialHandle):
     """A trial seen from a Ray worker: writes go to the store by trial id.
 
-    The worker writes the trial's intermediate values (single objective) and curves itself, as the
+    The worker writes the trial's intermediate values (the primary objective's) and curves itself, as the
     local backend does. Where a Tune scheduler decides on epochs (ASHA, HyperBand: ``to_tune``), every
     epoch is written at once and reported to Tune, which may stop the trial after any report (a stopped
     trial keeps its curves). Otherwise nothing asks about epochs: they are written in batches, every
     ``flush_seconds`` and at the end, and Tune hears only the trial's end — a report to Tune waits for
-    the driver's round trip (~50 ms per epoch on 2 cores).
+    the driver's round trip (~50 ms per epoch on 2 cores). ``oracle`` (a multi-objective study's pruner,
+    see the module docstring) answers :meth:`report` where no scheduler does.
     """
 
     flush_seconds = 10.0
 
     def __init__(self, storage, trial_id: int, number: int, monitor: str, *, intermediate: bool = True,
-                 to_tune: bool = True) -> None:
+                 to_tune: bool = True, oracle: PruneOracle | None = None) -> None:
         self.storage, self.trial_id, self.number, self.monitor = storage, trial_id, number, monitor
-        self.intermediate, self.to_tune = intermediate, to_tune
+        self.intermediate, self.to_tune, self.oracle = intermediate, to_tune, oracle
         self.curves: dict[str, list] = {}
+        self._values: dict[int, float] = {}
         self._deferred = DeferredValues(self._write_values, self.flush_seconds)
 
     def set_user_attr(self, key: str, value: Any) -> None:
@@ -58,7 +67,10 @@ class RayHandle(TrialHandle):
             from ray import tune
 
             tune.report({self.monitor: value, "epoch": epoch})
-        return False  # pruning is the scheduler's decision
+        if self.oracle is None:
+            return False  # pruning is the scheduler's decision
+        self._values[epoch] = value
+        return self.oracle.should_prune(self, self._values, self.trial_id)
 
     def flush(self) -> None:
         """Write the intermediate values not yet in the store (the trial body writes the final curves)."""
@@ -100,13 +112,39 @@ def trainable(config: dict, payload: dict) -> None:
         _WORKER_CACHE[key] = (study, objective, open_storage(payload["storage"], heartbeat=False))
     study, objective, storage = _WORKER_CACHE[key]
     meta = config["hpo"]
-    handle = RayHandle(storage, meta["trial_id"], meta["number"], study.monitor.metric,
-                       intermediate=not study.multi_objective, to_tune=payload["per_epoch"])
-    outcome = objective.run_config(handle, meta["config"])
-    monitor = study.monitor
-    seen = [v for v in handle.curves.get(monitor.metric, []) if v is not None]
-    worst = float("inf") if monitor.direction == "minimize" else float("-inf")
-    value = outcome.values[0] if outcome.values else (seen[-1] if seen else worst)
+    protected = objective.protected(storage.get_trial_user_attrs(meta["trial_id"]))
+    handle = RayHandle(storage, meta["trial_id"], meta["number"], study.primary.metric,
+                       to_tune=payload["per_epoch"] and not protected,  # no scheduler stops a protected trial
+                       oracle=_multi_objective_oracle(study, storage, payload["study_name"], key))
+    outcome = objective.run_config(handle, meta["config"], protected=protected)
     epochs = handle.curves.get("epoch") or [0]
-    tune.report({monitor.metric: value, "epoch": epochs[-1], "hpo_final": 1, "hpo_state": outcome.state,
-                 "hpo_values": outcome.values or [], "hpo_detail": outcome.detail[:500]})
+    tune.report({**_final_values(study, outcome, handle.curves), "epoch": epochs[-1], "hpo_final": 1,
+                 "hpo_state": outcome.state, "hpo_values": outcome.values or [], "hpo_detail": outcome.detail[:500]})
+
+
+def _final_values(study, outcome, curves: dict) -> dict[str, float]:
+    """Every objective's value for Tune's last report of a trial (the searcher of a multi-objective study
+    expects them all): the trial's values, or, for a trial without, each metric's last epoch (else the worst)."""
+    if outcome.values:
+        return {o.metric: v for o, v in zip(study.objectives, outcome.values)}
+    out = {}
+    for o in study.objectives:
+        seen = [v for v in curves.get(o.metric, []) if v is not None]
+        out[o.metric] = seen[-1] if seen else float("inf") if o.direction == "minimize" else float("-inf")
+    return out
+
+
+def _multi_objective_oracle(study, storage, study_name: str, key: str) -> PruneOracle | None:
+    """The pruning oracle of a multi-objective study with a pruner, on its primary objective (the study in
+    the store loaded once per worker with the study's pruner); None otherwise: a single-objective study is
+    pruned by Tune's scheduler."""
+    if not study.multi_objective or study.spec.pruner.type == "none":
+        return None
+    cache_key = key + "#pruning"
+    if cache_key not in _WORKER_CACHE:
+        import optuna
+
+        from hpo.search import build_pruner
+
+        _WORKER_CACHE[cache_key] = optuna.load_study(study_name=study_name, storage=storage, pruner=build_pruner(study))
+    return PruneOracle.for_pruner(_WORKER_CACHE[cache_key], direction=study.primary.direction)
