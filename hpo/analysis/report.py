@@ -1,7 +1,9 @@
 """``hpo report``: one self-contained HTML page that makes a study's result readable and checkable.
 
-Sections: summary; plans vs tuned (each named baseline against the best trial, improvement %);
-multi-seed re-evaluation on the test split (when ``hpo reevaluate`` ran); the figures of
+Sections: summary; success targets (per level: met or not, by which trial, on validation and on test);
+plans vs tuned (each named baseline against the best trial, improvement %);
+multi-seed re-evaluation on the test split (when ``hpo reevaluate`` ran); ablations (one knob at a time around a
+baseline, :mod:`~hpo.analysis.ablation`); the figures of
 :mod:`~hpo.analysis.figures` (optimisation history, parameter importances, parallel coordinates, slice
 plots, learning curves of the top trials with their train/val gap); curve diagnosis. The store is read
 once (:class:`~hpo.analysis.view.StudyView`); plotly.js is embedded once. The same curves and diagnosis go
@@ -42,6 +44,7 @@ def _redacted(label: str) -> str:
 def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "") -> Path:
     import plotly.offline
 
+    from hpo.analysis.ablation import ablation_html
     from hpo.analysis.figures import curves_figure, history_figure, importance_figure, parallel_figure, slice_figure
     from hpo.analysis.diagnosis import diagnose_study
 
@@ -61,6 +64,9 @@ def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "
         parts.append(f"<p>best: trial <b>#{best.number}</b> {html.escape(vals)}"
                      + (f" [{html.escape(best.user_attrs[BASELINE])}]" if best.user_attrs.get(BASELINE) else "") + "</p>")
 
+    if v.targets:
+        parts.append(targets_html(v.targets))
+
     rows = plans_vs_tuned(v)
     if rows:
         parts.append("<h2>Plans vs tuned</h2><p>Each named baseline (a hand-written plan, run inside the study) against the best trial; "
@@ -69,6 +75,8 @@ def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "
                             [[r["plan"], f"#{r['trial']}", r["state"], r["value"], r["best"], f"#{r['best_trial']}", r.get("improvement_pct")] for r in rows]))
     if v.reevaluation:
         parts.append(reevaluation_html(v.reevaluation))
+
+    parts.append(ablation_html(v))  # "" for a study without ablation runs
 
     figs = [history_figure(v), importance_figure(v), parallel_figure(v), slice_figure(v), curves_figure(v)]
     for fig in figs:
@@ -96,6 +104,23 @@ def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     return out
+
+
+def targets_html(rows: list[dict]) -> str:
+    """The success targets: per level, met or not on validation, by which trial, the value, the best trial
+    meeting it (or the closest), and the verdict on test (``not re-evaluated`` before ``hpo reevaluate``)."""
+    from hpo.run.targets import describe_test, format_values
+
+    table = []
+    for r in rows:
+        first = f"#{r['trial']} ({format_values(r['value'])})" if r["met"] else ""
+        best = f"#{r['best_trial']} ({format_values(r['best_value'])})" if r["best_trial"] is not None else "no complete trial"
+        level = r["level"] + (" (stop_at_target)" if r.get("stops") else "")
+        table.append([level, r["rule"], "met" if r["met"] else "not met", first, best, describe_test(r["test"])])
+    met = sum(r["met"] for r in rows)
+    return (f"<h2>Targets</h2><p>{met} of {len(rows)} levels met on validation (a level is met by a complete trial whose "
+            "metrics at its best epoch meet every threshold; on test by a re-evaluated config, mean over seeds).</p>"
+            + _table(["level", "rule", "validation", "first met by", "best meeting (or closest)", "test"], table))
 
 
 def reevaluation_html(re: dict) -> str:

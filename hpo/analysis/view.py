@@ -1,10 +1,11 @@
 """What the HTML report and the dashboard read from a stored study: :class:`StudyView`, the trials read
-once (light: without curves and intermediate values; the few whose curves are drawn read whole), and the
-"plans vs tuned" rows both show.
+once (light: without curves and intermediate values; the few whose curves are drawn read whole), the
+success targets (:mod:`hpo.run.targets`) and the "plans vs tuned" rows both show.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from hpo.store.record import BASELINE, REEVALUATION
@@ -51,6 +52,13 @@ class StudyView:
         if t.number not in self._full:
             self._full[t.number] = self.stored.full(t)
         return self._full[t.number]
+
+    @cached_property
+    def targets(self) -> list[dict]:
+        """One row per success-target level (:func:`hpo.run.targets.targets_met`); [] without ``targets:``."""
+        from hpo.run.targets import targets_met
+
+        return targets_met(self.stored, self.trials, reevaluation=self.reevaluation)
 
     def ranked(self) -> list["FrozenTrial"]:
         if len(self.directions) > 1:

@@ -113,6 +113,7 @@ def print_summary(study, summary, opts) -> None:
     if c is not None and c.lookups:
         out(f"data cache: {c.misses} built ({c.build_seconds:.1f}s), {c.disk_hits} loaded from disk, {c.memory_hits} reused in memory"
             f" (hit rate {c.hit_rate:.0%})")
+    print_targets(summary.targets)
     url = study.storage_url(opts.storage)
     if summary.best:
         ostudy = load_stored_study(url, summary.study_name)
@@ -133,6 +134,19 @@ def print_summary(study, summary, opts) -> None:
     out(f"store:     {redact(summary.storage)} (study {summary.study_name!r})")
     out(f"dashboard: hpo dashboard{storage_flag}   # then open http://127.0.0.1:8080")
     out(f"export:    hpo export {summary.study_name}{storage_flag} --format yaml --out best.yaml")
+
+
+def print_targets(rows, indent: str = "") -> None:
+    """The success targets, one line per level: met or not, by which trial, the value, and the test
+    verdict (``test: not re-evaluated`` before ``hpo reevaluate``). Nothing for a study without targets."""
+    from hpo.run.targets import describe_target
+
+    if not rows:
+        return
+    met = sum(r["met"] for r in rows)
+    out(f"{indent}targets: {met} of {len(rows)} met on validation")
+    for row in rows:
+        out(f"{indent}  {describe_target(row)}")
 
 
 def describe_trial(t, metrics, best=()) -> str:

@@ -8,7 +8,7 @@ import json
 import sys
 
 from hpo.cli._registry import command, study_args
-from hpo.cli._output import out
+from hpo.cli._output import out, print_targets
 
 
 def _validate_args(p: argparse.ArgumentParser) -> None:
@@ -38,8 +38,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out(f"  baselines  {', '.join(space.baselines) or 'none'}")
     out(f"  sampler    {study.spec.sampler.type} · pruner {study.spec.pruner.type} · budget {study.spec.budget.n_trials or '-'} trials"
         + (f", max {study.spec.budget.max_epochs} epochs" if study.spec.budget.max_epochs else ""))
+    _describe_plan(study)
     out(f"  storage    {redact(study.storage_url())}")
     return 0
+
+
+def _describe_plan(study) -> None:
+    """The plan keys of a valid study: gates, targets, ablation runs and stages (what each stage changes)."""
+    for g in study.gates:
+        out(f"  gate       {g.describe()}")
+    for t in study.targets:
+        out(f"  target     {t.name}: {t.describe()}" + ("  (stops the study)" if study.stop_at_target == t.name else ""))
+    if study.ablation is not None:
+        runs = [n for n in study.run_baselines if study.space.baselines[n].ablation is not None]
+        out(f"  ablation   around {study.ablation.baseline}: {len(runs)} runs ({', '.join(study.ablation.knobs)})")
+    if study.run_baselines and not study.protect_baselines:
+        out("  baselines  not protected: the pruner and the gates may stop them (protect_baselines: false)")
+    for st in study.stages:
+        sub = st.study
+        epochs = sub.space.defaults.get("epochs") or sub.space.fixed.get("epochs")
+        parts = [f"{sub.spec.budget.n_trials or '-'} trials", f"{epochs} epochs" if epochs else "",
+                 f"sampler {sub.spec.sampler.type}", f"pruner {sub.spec.pruner.type}",
+                 f"{len(sub.gates)} gates" if sub.gates else "", f"narrow top {st.narrow.top}" if st.narrow else "",
+                 "warm start" if st.warm_start else "", f"stop at {st.stop_at_target}" if st.stop_at_target else "",
+                 f"runs {len(sub.run_baselines)} named" if sub.run_baselines else ""]
+        out(f"  stage {st.index + 1}    {st.name}: " + ", ".join(p for p in parts if p))
+        for r in st.next:
+            out(f"             next {r.describe()}")
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
@@ -52,6 +77,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     import optuna
 
     from hpo.run.budget import budget_of
+    from hpo.run.study import best_trials
+    from hpo.run.targets import targets_met
     from hpo.spec import DEFAULT_STORAGE
     from hpo.spec.urls import redact
     from hpo.store.storage import open_storage
@@ -60,7 +87,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     storage = open_storage(url, heartbeat=False)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if args.study_name:
-        summaries = [s for s in summaries if s.study_name == args.study_name]
+        # a staged plan is its stage studies, PLAN/STAGE: `hpo status PLAN` shows them and where the plan stands
+        summaries = [s for s in summaries if s.study_name == args.study_name
+                     or (s.study_name.startswith(args.study_name + "/") and _plan_of(s) == args.study_name)]
         if not summaries:
             from hpo.store.stored import load_stored_study
 
@@ -73,14 +102,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         b = budget_of(trials)
         fail = sum(t.state.name == "FAIL" for t in trials)
         pruned = sum(t.state.name == "PRUNED" for t in trials)
-        if len(s.directions) == 1 and s.best_trial is not None:
-            best = f"#{s.best_trial.number} {s.best_trial.value:.5g} ({s.direction.name.lower()})"
+        top = best_trials(st)  # the trials it trained itself (not warm-start copies of an earlier stage's)
+        if len(s.directions) == 1 and top:
+            best = f"#{top[0].number} {top[0].value:.5g} ({s.direction.name.lower()})"
         elif len(s.directions) > 1:
-            best = f"{len(st.best_trials)} Pareto-optimal"
+            best = f"{len(top)} Pareto-optimal"
         else:
             best = "-"
         out(f"{s.study_name:<28s} {b.complete:>8d} {pruned:>7d} {fail:>7d} {b.running:>8d} {b.waiting:>7d}  {best}")
+        print_targets(targets_met(st, trials), indent="  ")
+    from hpo.plan.status import plan_status_lines
+
+    for plan in dict.fromkeys(p for p in map(_plan_of, summaries) if p):
+        for line in plan_status_lines(url, plan):
+            out(line)
     return 0
+
+
+def _plan_of(summary) -> str | None:
+    """The plan a stage study belongs to (study user attr ``stage``), else None."""
+    from hpo.store.record import STAGE
+
+    attr = summary.user_attrs.get(STAGE)
+    return attr.get("plan") if isinstance(attr, dict) else None
 
 
 def _dashboard_args(p: argparse.ArgumentParser) -> None:

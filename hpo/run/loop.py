@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from hpo.errors import HpoError
 from hpo.run.budget import budget_of
 from hpo.run.options import RunOptions
+from hpo.run.targets import STOPPED_AT_TARGET, record_met, stop_met
 from hpo.store import record as R
 from hpo.store.record import NOT_TRAINED, StopReason
 
@@ -75,11 +76,14 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
     max_failures = study.spec.budget.max_consecutive_failures
     failures = 0
     heartbeat = has_heartbeat(ostudy)
+    levels, stop_at = study.targets, study.stop_at_target
     while True:
         check_interrupt()
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
         trials = ostudy.get_trials(deepcopy=False)
+        if _target_reached(ostudy, levels, stop_at, trials):
+            return STOPPED_AT_TARGET
         budget = budget_of(trials)
         if n_trials is not None and budget.used >= n_trials:
             _drop_late_retries(ostudy, trials)
@@ -105,6 +109,8 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
             continue
         if on_trial is not None:
             on_trial(ostudy, done)
+        if levels:  # a trial that meets stop_at_target ends the study at the next turn (named runs first)
+            record_met(ostudy, levels, done)
         if done.state.name == "FAIL" and done.user_attrs.get(R.STOP_REASON) not in NOT_TRAINED:
             failures += 1
             if failures >= max_failures:
@@ -114,6 +120,22 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
                 )
         else:
             failures = 0
+
+
+def _target_reached(ostudy: "optuna.Study", levels, stop_at: str | None, trials: Sequence["FrozenTrial"]) -> bool:
+    """Whether a trial in the store (any worker's) already meets ``stop_at_target``: the study is over,
+    this worker starts no trial (the level is recorded in ``targets_met`` if its finder did not). The named
+    runs (baselines, ablation runs) still queued run first: they are the yardstick the result is read against,
+    so the target ends the search, not the plan's own runs."""
+    first = stop_met(levels, stop_at, trials)
+    if first is None:
+        return False
+    if any(t.state.name == "WAITING" and R.BASELINE in t.user_attrs for t in trials):
+        return False
+    record_met(ostudy, levels, first)
+    logger.info("study %s: target %s was met by trial #%d (stop_at_target): no new trial starts",
+                ostudy.study_name, stop_at, first.number)
+    return True
 
 
 def _drop_late_retries(ostudy: "optuna.Study", trials: Sequence["FrozenTrial"]) -> None:

@@ -44,6 +44,7 @@ class RunSummary:
     stopped_because: str
     best: list[dict] = field(default_factory=list)  # best (or Pareto-optimal) trials: number, values, baseline
     cache: Any = None  # the data cache's CacheStats of an in-process run (None with worker processes)
+    targets: list[dict] = field(default_factory=list)  # one row per target level (hpo.run.targets.targets_met)
 
 
 @dataclass(frozen=True)

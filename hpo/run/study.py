@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hpo.errors import UsageError
 from hpo.run import options
 from hpo.spec.urls import redact
-from hpo.store.record import (BASELINE, FAILED_TRIAL, FORMAT, FORMAT_VERSION, KNOWN_FORMATS, OVERRIDES, RECORD_ATTR,
+from hpo.store.record import (ABLATION, BASELINE, FAILED_TRIAL, FORMAT, FORMAT_VERSION, KNOWN_FORMATS, OVERRIDES, RECORD_ATTR,
                               RERUN, RERUN_OF, SPEC, STOP_DETAIL, STOP_REASON, StopReason, record_format)
 from hpo.store.storage import open_storage
 
@@ -141,16 +141,18 @@ def prepare(study: "Study", ostudy: "optuna.Study") -> dict[str, Any]:
     trials = ostudy.get_trials(deepcopy=False)
     present = {t.user_attrs.get(BASELINE) for t in trials}
     enqueued = []
-    for name, b in study.space.baselines.items():
+    for name in study.run_baselines:  # the named runs the study selects (baselines, ablation runs), in order
+        b = study.space.baselines[name]
         if name in present:
             continue
-        ostudy.enqueue_trial(b.params, user_attrs={BASELINE: name, OVERRIDES: b.overrides})
+        ablation = {ABLATION: b.ablation} if b.ablation is not None else {}
+        ostudy.enqueue_trial(b.params, user_attrs={BASELINE: name, OVERRIDES: b.overrides, **ablation})
         enqueued.append(name)
     rerun_of = {t.user_attrs.get(RERUN_OF) for t in trials}
     requeued = []
     for t in trials:
         if t.state.name == "FAIL" and t.user_attrs.get(STOP_REASON) in RERUN and t.number not in rerun_of:
-            keep = {k: t.user_attrs[k] for k in (BASELINE, OVERRIDES) if k in t.user_attrs}
+            keep = {k: t.user_attrs[k] for k in (BASELINE, OVERRIDES, ABLATION) if k in t.user_attrs}
             ostudy.enqueue_trial(t.params, user_attrs={**keep, RERUN_OF: t.number})
             requeued.append(t.number)
     if enqueued or requeued:
@@ -182,19 +184,38 @@ def _drop_duplicate_enqueues(ostudy: "optuna.Study") -> None:
 
 
 def best_trials(ostudy: "optuna.Study") -> list["FrozenTrial"]:
-    try:
-        return list(ostudy.best_trials) if len(ostudy.directions) > 1 else [ostudy.best_trial]
-    except ValueError:  # no complete trial yet
+    """The best trial (or the Pareto-optimal ones) the study trained itself: warm-start copies of an earlier
+    stage's trials (told to the sampler, never trained here) are left out; [] before any completes."""
+    from optuna.trial import TrialState
+
+    from hpo.store.stored import pareto_front, trained
+
+    done = trained(ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if not done:
         return []
+    if len(ostudy.directions) > 1:
+        return pareto_front(done, ostudy.directions)
+    pick = min if ostudy.direction.name == "MINIMIZE" else max
+    return [pick(done, key=lambda t: t.value)]
 
 
 def summarize(ostudy: "optuna.Study", run: "options.Resolved", seconds: float, stopped: str,
               cache: Any = None) -> "options.RunSummary":
-    """The summary of a run of ``ostudy``, as the store has it after the run."""
+    """The summary of a run of ``ostudy``, as the store has it after the run: its budget, the best
+    trials and the target levels met (from the recorded spec). A run whose workers stopped because
+    ``stop_at_target`` was met says so (``target met``), also where the coordinator saw only its workers end."""
     from hpo.run.budget import budget_of
+    from hpo.run.targets import STOPPED_AT_TARGET, stop_level_of, targets_met
 
-    summary = options.RunSummary(run.study_name, redact(run.storage_url), budget_of(ostudy.get_trials(deepcopy=False)),
-                                 seconds, stopped, cache=cache)
+    trials = ostudy.get_trials(deepcopy=False)
+    budget = budget_of(trials)
+    rows = targets_met(ostudy, trials)
+    stop_at = stop_level_of(ostudy)
+    if stop_at and stopped == run.finished_because and any(r["met"] and r["level"] == stop_at for r in rows) \
+            and (run.n_trials is None or budget.used < run.n_trials):
+        stopped = STOPPED_AT_TARGET
+    summary = options.RunSummary(run.study_name, redact(run.storage_url), budget, seconds, stopped, cache=cache,
+                                 targets=rows)
     for t in best_trials(ostudy):
         summary.best.append({"number": t.number, "values": t.values, "baseline": t.user_attrs.get(BASELINE)})
     return summary
