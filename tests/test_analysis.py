@@ -3,7 +3,7 @@
 import pytest
 
 from hpo.analysis.dashboard import publish_to_dashboard
-from hpo.analysis.narrow import narrow_space
+from hpo.plan.narrow import narrow_space
 from hpo.analysis.reevaluate import reevaluate
 from hpo.analysis.report import build_report
 from hpo.run.backends.local import run_study

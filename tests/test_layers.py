@@ -2,7 +2,7 @@
 
 The layers, lowest first (``../README.md``'s Layout section says why ``train`` sits below ``tasks``)::
 
-    errors, registry  <-  data  <-  train  <-  tasks  <-  spec  <-  search  <-  store  <-  run  <-  analysis  <-  cli
+    errors, registry  <-  data  <-  train  <-  tasks  <-  spec  <-  search  <-  store  <-  run  <-  plan  <-  analysis  <-  cli
 
 Every import counts, at module level or inside a function (a lazy import is still a dependency); only
 imports under ``if TYPE_CHECKING:`` are free (they never run). ``hpo`` never imports the built-in families
@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ROOT
 
 LAYERS = (("errors", "registry"), ("data",), ("train",), ("tasks",), ("spec",), ("search",), ("store",), ("run",),
-          ("analysis",), ("cli",))
+          ("plan",), ("analysis",), ("cli",))
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 

@@ -3,6 +3,7 @@ trials): :mod:`~hpo.analysis.export` writes the best (top-K, Pareto-optimal) con
 or commands; :mod:`~hpo.analysis.report` the self-contained HTML report, drawn by
 :mod:`~hpo.analysis.figures` (plotly) from :mod:`~hpo.analysis.view` (the trials read once, plans vs tuned);
 :mod:`~hpo.analysis.dashboard` attaches the curves and the diagnosis note to optuna-dashboard;
-:mod:`~hpo.analysis.narrow` narrows a space around the top trials; :mod:`~hpo.analysis.reevaluate` retrains
-the top configs and the plans with several seeds on the test split; :mod:`~hpo.analysis.trained` loads a
-trial's checkpoint back into its model and runs a task's own analyses on it."""
+:mod:`~hpo.analysis.ablation` the ablation table and plot; :mod:`~hpo.analysis.compare` two trained trials side
+by side (every family); :mod:`~hpo.analysis.reevaluate` retrains the top configs and the plans with several
+seeds on the test split; :mod:`~hpo.analysis.trained` loads a trial's checkpoint back into its model and runs a
+task's own analyses on it. (Narrowing a space around the top trials is :mod:`hpo.plan.narrow`.)"""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpo.errors import Problem, SpecError
 from hpo.spec.urls import redact
-from hpo.store.record import BASELINE, BEST_EPOCH, CHECKPOINT, CONFIG, DEVICE, OVERRIDES, THREADS
+from hpo.store.record import BASELINE, BEST_EPOCH, CHECKPOINT, CONFIG, DEVICE, OVERRIDES, STAGE, THREADS
 
 if TYPE_CHECKING:
     import optuna
@@ -36,7 +36,8 @@ def exported(ostudy: "optuna.Study", trial: "FrozenTrial", storage_url: str, ran
 
     stored = StoredStudy(ostudy)
     task = stored.task_section()
-    objectives = [{"metric": m, "direction": d} for m, d in zip(stored.metrics, stored.directions)]
+    objectives = [{"metric": m, "direction": d, **({"primary": True} if i == stored.primary_index and len(stored.metrics) > 1 else {})}
+                  for i, (m, d) in enumerate(zip(stored.metrics, stored.directions))]
     attrs = trial.user_attrs
     return {
         "fusion_hpo_export": EXPORT_FORMAT,
@@ -44,6 +45,7 @@ def exported(ostudy: "optuna.Study", trial: "FrozenTrial", storage_url: str, ran
             "study": ostudy.study_name,
             "storage": redact(storage_url),
             "study_file": stored.study_file,
+            "stage": (ostudy.user_attrs.get(STAGE) or {}).get("name"),  # a staged plan's stage: its space and fidelity
             "trial": trial.number,
             "rank": rank,
             "values": dict(zip([o["metric"] for o in objectives], trial.values)),
@@ -72,6 +74,8 @@ def as_cli(doc: dict, study_file: str | None = None) -> str:
         args.append(study_file)
     else:
         return f"hpo train --config <this config saved as YAML>  # the study file {study_file!r} is gone"
+    if source.get("stage"):
+        args += ["--stage", source["stage"]]
     values = {**source.get("overrides", {}), **source.get("params", {})}
     if "seed" in doc["config"]:
         values.setdefault("seed", doc["config"]["seed"])

@@ -80,7 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     url, ostudy = _stored(args)
     t0 = time.monotonic()
-    path = build_report(ostudy, args.out or f"runs/reports/{args.study_name}.html", redact(url))
+    path = build_report(ostudy, args.out or f"runs/reports/{args.study_name.replace('/', '__')}.html", redact(url))
     out(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.monotonic() - t0:.1f}s")
     if not args.no_dashboard:
         publish_to_dashboard(ostudy)
@@ -100,7 +100,7 @@ def _narrow_args(p: argparse.ArgumentParser) -> None:
 def cmd_narrow(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo.analysis.narrow import narrow_space
+    from hpo.plan.narrow import narrow_space
     from hpo.spec import load_space
     from hpo.spec.yaml_io import dump_yaml
     from hpo.store.stored import StoredStudy
@@ -189,22 +189,28 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("trial_b", type=int, metavar="B", help="the trial compared with it (e.g. the gated model)")
     p.add_argument("--storage", default=None, help="storage URL (default sqlite:///runs/hpo.db)")
     p.add_argument("--artifacts", default=None, help="checkpoint folder (default runs/artifacts)")
-    p.add_argument("--split", choices=["val", "test"], default="val", help="split to compare on (default val)")
+    p.add_argument("--split", choices=["train", "val", "test"], default="val",
+                   help="split to compare on (default val; the test split is read only when asked for)")
     p.add_argument("--out", help="HTML file (default runs/reports/STUDY-compare-A-B.html)")
 
 
-@command("compare", "compare two trained trials: pred vs true, error histogram, metric bars, improvement %% (HTML)", _compare_args)
+@command("compare", "compare two trained trials of any task: metrics, learning curves, predictions, improvement per metric (HTML)",
+         _compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
-    from hpo.analysis.trained import run_analysis
+    import math
+
+    from hpo.analysis.compare import compare_trials
     from hpo.spec import DEFAULT_ARTIFACTS
 
     _, ostudy = _stored(args)
-    html = args.out or f"runs/reports/{args.study_name}-compare-{args.trial_a}-{args.trial_b}.html"
-    res = run_analysis(ostudy, "compare", [args.trial_a, args.trial_b], artifacts_dir=args.artifacts or DEFAULT_ARTIFACTS,
-                       split=args.split, out=html)
+    safe = args.study_name.replace("/", "__")  # a stage study's name holds a "/"
+    html = args.out or f"runs/reports/{safe}-compare-{args.trial_a}-{args.trial_b}.html"
+    res = compare_trials(ostudy, args.trial_a, args.trial_b, artifacts_dir=args.artifacts or DEFAULT_ARTIFACTS,
+                         split=args.split, out=html)
+    out(f"{res.get('split', args.split)} split, recomputed from the checkpoints:")
     for name, m in res.get("metrics", {}).items():
         out(f"  {name:<24s} " + "  ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, (int, float))))
     for k, v in (res.get("improvement") or {}).items():
-        out(f"  improvement {k}: {v:+.2f} %")
+        out(f"  improvement {k}: " + (f"{v:+.2f} %" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"))
     out(f"wrote {html}")
     return 0

@@ -1,4 +1,8 @@
-"""``hpo run``, ``hpo worker`` and ``hpo create``: the commands that create a study in a store and serve its trials."""
+"""``hpo run``, ``hpo worker`` and ``hpo create``: the commands that create a study in a store and serve its trials.
+
+On a staged study (``stages:``) ``hpo run`` runs the plan (:func:`hpo.plan.runner.run_plan`: each stage a study
+``PLAN/STAGE``, resumed where it stopped; ``--trials`` / ``--timeout`` then apply to every stage), ``hpo create``
+creates the first stage's study, and ``hpo worker`` serves the stage in progress."""
 
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ logger = logging.getLogger("hpo")
 def _run_args(p: argparse.ArgumentParser) -> None:
     study_args(p)
     store_args(p)
-    p.add_argument("--trials", type=int, help="total trials of the study (overrides budget.n_trials)")
-    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts (overrides budget.timeout)")
+    p.add_argument("--trials", type=int, help="total trials of the study (overrides budget.n_trials; of each stage of a staged study)")
+    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts (overrides budget.timeout; per stage of a staged study)")
     p.add_argument("--workers", type=int, help="local worker processes on the same store (default: one per GPU, else 1)")
     p.add_argument("--gpus", help="GPU ids to use, e.g. 0,1,3 (default: all visible; one trial per GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores // workers)")
@@ -68,10 +72,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hpo.run.backends import make_backend
 
     backend = make_backend(args.backend or study.spec.backend, address=args.address)
+    if study.stages:
+        return _run_plan(study, opts, backend)
     with (Progress() if backend.progress_bar else contextlib.nullcontext()) as bar:
         summary = backend.run(study, opts, raw=raw, on_trial=trial_printer(study, bar), on_start=start_printer(study, bar))
     print_summary(study, summary, opts)
     _publish(study, summary, opts)
+    return 0
+
+
+def _run_plan(study, opts, backend) -> int:
+    """``hpo run`` on a staged study: the plan's stages in order, each stage's summary as it ends, then the plan's."""
+    from hpo.plan.runner import DONE, describe_plan, run_plan
+
+    bar = Progress() if backend.progress_bar else None
+
+    def on_start(info: dict) -> None:
+        if bar is not None:
+            bar.__exit__(None, None, None)  # one bar per stage
+        stage_study = info.get("stage_study", study)
+        out(f"\n== stage {info.get('stage')} ({info['study_name']})"
+            + (f" · {info['told']} earlier trial(s) told to the sampler (warm start)" if info.get("told") else ""))
+        start_printer(stage_study, bar)(info)
+
+    def on_stage(event: str, run) -> None:
+        if event == "done before":
+            out(f"stage {run.name} ({run.study_name}): done before · next: {(run.decision or {}).get('next')}")
+            return
+        if event in ("done", "stopped") and run.summary is not None:
+            stage_study = run.study or study.stages[run.index].study
+            print_summary(stage_study, run.summary, opts)
+            _publish(stage_study, run.summary, opts)
+        if event == "done" and run.state == DONE:
+            from hpo.plan.decide import describe_decision
+
+            out(f"stage {run.name}: {describe_decision(run.decision)}")
+
+    try:
+        summary = run_plan(study, opts, backend=backend, on_trial=trial_printer(study, bar), on_start=on_start,
+                           on_stage=on_stage)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    out("")
+    for line in describe_plan(summary):
+        out(line)
     return 0
 
 
@@ -121,6 +166,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     storage_url = study.storage_url(opts.storage)
     name = opts.study_name or study.name
+    if study.stages:  # a plan: serve its stage in progress (a study `hpo run` created)
+        import dataclasses
+
+        from hpo.plan.runner import stage_in_progress
+
+        study, name = stage_in_progress(study, opts)
+        opts = dataclasses.replace(opts, study_name=name)
+        out(f"serving stage study {name!r}")
     load_stored_study(storage_url, name)  # must exist: `hpo create` or `hpo run` made it
     n_trials = opts.n_trials if opts.n_trials is not None else study.spec.budget.n_trials
     timeout = opts.timeout if opts.timeout is not None else study.spec.budget.timeout
@@ -147,6 +200,13 @@ def cmd_create(args: argparse.Namespace) -> int:
     opts = _options(args)
     check_study_data(study, opts.cache_dir)
     url = study.storage_url(opts.storage)
+    if study.stages:  # a plan: its first stage's study (the later ones are created as the plan reaches them)
+        from hpo.plan.runner import create_first_stage
+
+        ostudy, info = create_first_stage(study, opts)
+        out(f"plan {opts.study_name or study.name!r}: created stage study {ostudy.study_name!r} in {redact(url)}: "
+            f"{len(ostudy.trials)} trials; enqueued baselines: {', '.join(info['enqueued_baselines']) or 'none'}")
+        return 0
     ostudy = create_or_load(study, url, opts.study_name or study.name, resume_changed=opts.resume_changed)
     info = prepare(study, ostudy)
     out(f"study {ostudy.study_name!r} in {redact(url)}: {len(ostudy.trials)} trials; enqueued baselines: "

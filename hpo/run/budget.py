@@ -3,6 +3,8 @@
 One rule for every reader (the worker loop, the surplus check before a trial trains, status, the Ray
 backend): COMPLETE, PRUNED and FAIL count; a trial that never trained (constraint, invalid config,
 surplus) does not; a FAIL that was retried or an interrupted trial is re-run and counts once, in its rerun.
+A trial told to a stage from an earlier stage (user attr ``WARM_START_OF``, :mod:`hpo.plan.warm`) never
+trained in this study: it is counted apart (``told``) and never uses the budget.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hpo.store.record import NOT_TRAINED, RERUN, RERUN_OF, RETRY_HISTORY, STOP_REASON
+from hpo.store.record import NOT_TRAINED, RERUN, RERUN_OF, RETRY_HISTORY, STOP_REASON, WARM_START_OF
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -28,6 +30,7 @@ class Budget:
     waiting: int = 0
     rejected: int = 0  # constraint / invalid config (not trained)
     rerun: int = 0  # failed or interrupted, re-queued
+    told: int = 0  # warm-started copies of earlier stages' trials (not trained here)
 
     @property
     def used(self) -> int:
@@ -46,7 +49,9 @@ def budget_of(trials: Sequence["FrozenTrial"], before: int | None = None) -> Bud
         if before is not None and t.number >= before:
             continue
         state, reason = t.state.name, t.user_attrs.get(STOP_REASON)
-        if state == "RUNNING":
+        if WARM_START_OF in t.user_attrs:
+            b.told += 1
+        elif state == "RUNNING":
             b.running += 1
         elif state == "WAITING":
             b.waiting += 1

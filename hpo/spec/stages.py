@@ -98,7 +98,24 @@ def stage_raw(raw: dict, index: int, previous_space: Any = None) -> dict:
         flat["ablations"] = copy.deepcopy(st["ablations"])
     elif index > 0:
         flat.pop("ablations", None)
+    if flat["run_baselines"] is not True:  # the study's baselines this stage neither runs nor builds on are left out
+        flat["baselines"] = _needed(flat["baselines"], [*flat["run_baselines"], (flat.get("ablations") or {}).get("baseline")])
     return flat
+
+
+def _needed(baselines: dict, roots: list) -> dict:
+    """The baselines named in ``roots`` and every one they extend (a stage's space need not hold the others)."""
+    keep: set[str] = set()
+    todo = [r for r in roots if isinstance(r, str)]
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in baselines:
+            continue
+        keep.add(name)
+        parent = (baselines[name] or {}).get("extends")
+        if isinstance(parent, str):
+            todo.append(parent)
+    return {n: b for n, b in baselines.items() if n in keep}
 
 
 def compile_stages(study: "Study", base_dir: Path, fname: str | None, compile: Callable[..., "Study"]) -> list[Stage]:
@@ -165,19 +182,56 @@ def _stage_problem(p: Problem, stage: dict, path: str, fname: str | None) -> Pro
         if head == "baselines":
             name = p.path.split(".")[1] if p.path.count(".") else ""
             if name not in (stage.get("baselines") or {}):
-                return p
+                return _in_stage(p, stage)
         return Problem(f"{path}.{p.path}", p.message, p.got, p.has_got, p.file)
-    return p
+    return _in_stage(p, stage)
+
+
+def _in_stage(p: Problem, stage: dict) -> Problem:
+    """A problem of the study's own key that only a stage meets (e.g. a baseline outside the stage's space): say which."""
+    return Problem(p.path, f"{p.message} (in stage {stage.get('name')})", p.got, p.has_got, p.file)
 
 
 def rebuild_stage(plan: "Study", stage: Stage, space: dict, *, promote: list[str] = ()) -> "Study":
     """The stage's study with an inline ``space`` (e.g. the previous stage's, narrowed), also running the
     baselines named in ``promote`` (the narrowed space's top trials)."""
     flat = copy.deepcopy(stage.raw)
-    flat["space"] = copy.deepcopy(space)
+    flat["space"] = widen_for_runs(space, flat)
     if promote:
         run = flat.get("run_baselines", True)
         if run is not True:
             flat["run_baselines"] = list(dict.fromkeys([*(run or []), *promote]))
     base_dir = plan.file.parent if plan.file else Path.cwd()
     return stage.compile(flat, base_dir=base_dir, file=plan.file, check_data=False)
+
+
+def widen_for_runs(space: dict, flat: dict) -> dict:
+    """A copy of ``space`` whose parameters also hold the values the stage's own named runs set (its
+    ``baselines:`` and ``ablations:`` values): narrowing around the previous stage's best trials must not
+    shut out the runs the plan names for this stage (a choice is added, a range extended to the value)."""
+    from hpo.spec.space import resolve_extends
+
+    space = copy.deepcopy(space)
+    params = space.get("params") or {}
+    baselines = {**(space.get("baselines") or {}), **(flat.get("baselines") or {})}
+    resolved = resolve_extends(baselines)
+    run = flat.get("run_baselines", True)
+    names = list(flat.get("baselines") or {}) if run is True else [n for n in (run or []) if n in (flat.get("baselines") or {})]
+    wanted = [resolved[n] for n in names if n in resolved]
+    ablation = flat.get("ablations") or {}
+    if ablation.get("baseline") in resolved:
+        base = resolved[ablation["baseline"]]
+        wanted.append(base)
+        wanted += [{**base, knob: v} for knob, values in (ablation.get("knobs") or {}).items() for v in values or ()]
+    for values in wanted:
+        for key, value in values.items():
+            p = params.get(key)
+            if isinstance(p, list):
+                p = params[key] = {"type": "categorical", "choices": p}
+            if not isinstance(p, dict):
+                continue
+            if p.get("type") == "categorical" and value not in p.get("choices", []):
+                p["choices"] = [*p.get("choices", []), value]
+            elif p.get("type") in ("float", "int") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                p["low"], p["high"] = min(p["low"], value), max(p["high"], value)
+    return space

@@ -228,6 +228,11 @@ def study_from_dict(raw: dict, *, base_dir: Path, file: Path | None = None, chec
         "spec": _jsonable({**raw, "space": space_raw}),
         "dataset": _jsonable(dataset.model_dump(mode="json")),
     }
+    n_trials = spec.budget.n_trials
+    if n_trials is not None and len(run_baselines) > n_trials and not spec.stages:
+        logger.warning("%s: budget.n_trials (%d) is below the named runs the study enqueues (%d: %s); the last %d run "
+                       "only if the budget is raised", fname or "study", n_trials, len(run_baselines),
+                       ", ".join(run_baselines[:6]) + (", ..." if len(run_baselines) > 6 else ""), len(run_baselines) - n_trials)
     study = Study(spec, file, space_file, space, task_cls, dataset, objectives, record, copy.deepcopy(raw),
                   primary_index=primary_index, gates=gates, targets=targets, run_baselines=run_baselines)
     if spec.stages:

@@ -6,7 +6,8 @@ without ``format`` is format 1), its spec, objective names and directions, the t
 dataset it names, light trial reads (without curves and intermediate values, for overviews of big
 studies) and full reads of the few trials that need everything, and the best / Pareto-optimal trials.
 :func:`load_stored_study` opens a study by (storage URL, name) and refuses an unknown name, listing the
-names the store holds.
+names the store holds. Trials told to a stage from an earlier stage (user attr ``WARM_START_OF``) were
+never trained in the study: :func:`is_told` says which; light reads, best and Pareto selection leave them out.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import UsageError
-from hpo.store.record import CURVES, DATASET, FORMAT, RECORD_ATTR, SPEC, record_format
+from hpo.store.record import CURVES, DATASET, FORMAT, RECORD_ATTR, SPEC, STAGE, WARM_START_OF, record_format
 
 if TYPE_CHECKING:
     import optuna
@@ -24,6 +25,25 @@ if TYPE_CHECKING:
     from hpo.tasks import DatasetSpec, Task
 
 NOT_OURS = "was not created by fusion-hpo (no spec stored with it)"
+
+
+def is_told(trial: "FrozenTrial") -> bool:
+    """Whether ``trial`` is a warm-start copy of an earlier stage's trial (told to the sampler, never trained here)."""
+    return WARM_START_OF in trial.user_attrs
+
+
+def trained(trials) -> list["FrozenTrial"]:
+    """``trials`` without the warm-start copies: the trials the study itself trained."""
+    return [t for t in trials if not is_told(t)]
+
+
+def primary_of(spec: dict, n_objectives: int) -> int:
+    """The primary objective's index in a recorded spec: the one marked ``primary: true``, else the first
+    (the one rule every reader of a stored study uses)."""
+    for i, o in enumerate(spec.get("objectives") or []):
+        if isinstance(o, dict) and o.get("primary") and i < n_objectives:
+            return i
+    return 0
 
 
 def load_stored_study(storage_url: str, study_name: str) -> "optuna.Study":
@@ -96,6 +116,11 @@ class StoredStudy:
             return [f"objective {i}" for i in range(len(self.study.directions))]
         return names
 
+    @property
+    def primary_index(self) -> int:
+        """The primary objective's index (``primary: true`` in the recorded spec, else the first)."""
+        return primary_of(self.spec, len(self.study.directions))
+
     def task_section(self) -> dict[str, Any]:
         """The spec's task section with the dataset as stored (absolute paths): what re-creates the task."""
         task = {k: v for k, v in self.require()[SPEC]["task"].items() if k != "dataset"}
@@ -120,11 +145,22 @@ class StoredStudy:
         return self.task_class(self.dataset, self.spec["task"].get("target"), DataCache(cache_dir))
 
     # -- trials ----------------------------------------------------------------------------------
-    def light_trials(self, states=None, without_user_attrs: tuple[str, ...] | None = (CURVES,)) -> list["FrozenTrial"]:
-        """Every trial without intermediate values and the named user attrs (``None``: without any)."""
+    def light_trials(self, states=None, without_user_attrs: tuple[str, ...] | None = (CURVES,), *,
+                     told: bool = False) -> list["FrozenTrial"]:
+        """Every trial without intermediate values and the named user attrs (``None``: without any); the
+        warm-start copies of earlier stages' trials (:func:`is_told`) only with ``told``. Only a stage
+        study holds such copies: there the user attrs that mark them are read even with ``None``."""
         from hpo.store.storage import light_trials
 
-        return light_trials(self.study, states=states, without_user_attrs=without_user_attrs)
+        if told or not self.staged:
+            return light_trials(self.study, states=states, without_user_attrs=without_user_attrs)
+        keep = (CURVES,) if without_user_attrs is None else without_user_attrs
+        return trained(light_trials(self.study, states=states, without_user_attrs=keep))
+
+    @cached_property
+    def staged(self) -> bool:
+        """Whether the study is a stage of a staged plan (study user attr ``STAGE``)."""
+        return STAGE in self.study.user_attrs
 
     def full(self, trial: "FrozenTrial") -> "FrozenTrial":
         """``trial`` with everything (read again where it was read light)."""
@@ -137,12 +173,13 @@ class StoredStudy:
         return self.study.get_trials(deepcopy=False, states=states)
 
     def pareto(self, trials: list["FrozenTrial"]) -> list["FrozenTrial"]:
-        """The non-dominated trials among ``trials`` (complete ones, already read)."""
-        return pareto_front(trials, self.study.directions)
+        """The non-dominated trials among ``trials`` (complete ones, already read; warm-start copies left out)."""
+        return pareto_front(trained(trials), self.study.directions)
 
     def best(self, top: int = 1) -> list["FrozenTrial"]:
         """The top-``top`` complete trials (single objective), or the Pareto-optimal ones (several
-        objectives: all of them, or the first ``top`` by number when ``top`` > 1), read whole."""
+        objectives: all of them, or the first ``top`` by number when ``top`` > 1), read whole. Warm-start
+        copies of earlier stages' trials are never among them (they were not trained in this study)."""
         from optuna.trial import TrialState
 
         if top < 1:

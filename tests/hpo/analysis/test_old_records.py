@@ -5,7 +5,7 @@ import pytest
 
 from hpo.analysis.dashboard import publish_to_dashboard
 from hpo.analysis.export import exported, select_trials
-from hpo.analysis.narrow import narrow_space
+from hpo.plan.narrow import narrow_space
 from hpo.analysis.report import build_report
 from hpo.errors import UsageError
 from hpo.store.stored import load_stored_study

@@ -156,3 +156,16 @@ def test_validate_refuses_a_bad_plan_with_exit_2_and_stores_nothing(tmp_path):
         assert "stages.1.next.0.goto: must name a known stage (or end): end, full, quick (did you mean 'quick'?), but got 'quik'" in r.stderr
         assert "Traceback" not in r.stderr
     assert stored_studies(tmp_path / "hpo.db") == []
+
+
+def test_a_later_stage_need_not_hold_the_study_baselines_it_does_not_run(tmp_path):
+    text = PLAN.replace("storage:", "baselines:\n  big_lr: {lr: 3.0e-2, hidden: 16, use_second_modality: false, dropout: 0.0}\nstorage:").replace(
+        "wide: {extends: current, hidden: 8}", "wide: {lr: 1.0e-2, hidden: 8}").replace(
+        "    narrow: {top: 2}\n", "    space: {params: {lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}, hidden: [8, 16]}}\n")
+    plan = load_study(write(tmp_path, text), check_data=False)
+    full = plan.stages[1]
+    assert "big_lr" not in full.raw["baselines"] and "wide" in full.study.run_baselines
+    assert "big_lr" in plan.stages[0].study.run_baselines  # the first stage runs it
+    # a stage that does run it must hold it: its value is checked against that stage's space
+    lines = problems(tmp_path, text.replace("    warm_start: true\n", "    warm_start: true\n    run_baselines: [big_lr]\n"))
+    assert any("baselines.big_lr.lr: must lie in params.lr's range" in x for x in lines), lines
