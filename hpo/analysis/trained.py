@@ -4,22 +4,27 @@ task's own analyses on it (``hpo analyze NAME STUDY --trials N ...``).
 A task declares analyses as ``analyses = {"name": "package.module:function"}``; each function is
 called as ``function(task, splits, models, split=...) -> dict`` with ``models`` mapping a label
 ("#12 [current]") to a model in eval mode, and its JSON result is stored with the study
-(user attr ``analysis_<name>``) and printed.
+(user attr ``analysis_<name>``) and printed. A function that also takes ``loaded`` gets every trial as a
+:class:`LoadedTrial` (its own splits, loaded with its own data config, and its stored record).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import tempfile
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 from hpo.errors import DataError, UsageError, name_rule
-from hpo.store.record import BASELINE, CHECKPOINT, CHECKPOINT_SHA256
+from hpo.store.record import BASELINE, CHECKPOINT, CHECKPOINT_SHA256, WARM_START_OF
 
 if TYPE_CHECKING:
     import optuna
+
+    from hpo.tasks import Splits, Task
 
 _ARTIFACT_ID = re.compile(r"[0-9a-fA-F-]{32,36}")
 
@@ -60,10 +65,12 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def load_trial_model(ostudy: "optuna.Study", number: int, artifacts_dir: str, cache_dir: str = "runs/cache"):
-    """(task, splits, model) of trial ``number``'s best checkpoint (the model in eval mode, on CPU).
-    Only what :func:`trusted_checkpoint_id` admits is read, with :func:`hpo.store.checkpoint.load_checkpoint`
-    (``weights_only=True``)."""
+def load_trial_model(ostudy: "optuna.Study", number: int, artifacts_dir: str, cache_dir: str = "runs/cache", *,
+                     task: "Task | None" = None):
+    """(task, splits, model) of trial ``number``'s best checkpoint (the model in eval mode, on CPU), the
+    splits loaded with the trial's own data config (through ``task`` when given, so that several trials share
+    its data cache). Only what :func:`trusted_checkpoint_id` admits is read, with
+    :func:`hpo.store.checkpoint.load_checkpoint` (``weights_only=True``)."""
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
     from hpo.store.checkpoint import load_checkpoint
@@ -76,7 +83,7 @@ def load_trial_model(ostudy: "optuna.Study", number: int, artifacts_dir: str, ca
     trial = trials[number]
     artifact = trusted_checkpoint_id(ostudy, trial)
     task_cls = stored.task_class
-    task = stored.task(cache_dir)
+    task = task if task is not None else stored.task(cache_dir)
     label = f"trial #{number} checkpoint (artifact {artifact})"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "checkpoint.pt")  # download_artifact refuses to overwrite a file
@@ -97,28 +104,79 @@ def load_trial_model(ostudy: "optuna.Study", number: int, artifacts_dir: str, ca
     return task, splits, model.eval()
 
 
-def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artifacts_dir: str, split: str | None = None,
-                 **options: Any) -> dict:
-    """Run analysis ``name`` of the study's task on the best checkpoints of trials ``numbers``;
-    ``options`` are passed to the analysis (e.g. ``out`` for an HTML file)."""
+@dataclass(frozen=True)
+class LoadedTrial:
+    """One trial's best checkpoint loaded back: the model (eval mode) with the splits its own config loads,
+    the task they share, and the trial's stored user attrs (config, curves, metrics at the best epoch, ...)."""
+
+    number: int
+    label: str  # "#12 [current]": the number and the baseline it ran, if any
+    task: "Task"
+    splits: "Splits"
+    model: Any
+    record: dict[str, Any]
+
+
+def trial_label(number: int, user_attrs: dict[str, Any]) -> str:
+    """``#12`` or ``#12 [current]`` (the baseline the trial ran)."""
+    tag = user_attrs.get(BASELINE)
+    return f"#{number}" + (f" [{tag}]" if tag else "")
+
+
+def load_trials(ostudy: "optuna.Study", numbers: list[int], artifacts_dir: str,
+                cache_dir: str = "runs/cache") -> list[LoadedTrial]:
+    """The best checkpoints of trials ``numbers``, in that order, through one task (one data cache)."""
     from hpo.store.stored import StoredStudy
 
     stored = StoredStudy(ostudy)
-    task_cls = stored.task_class
+    trials = {t.number: t for t in stored.trials()}
+    for n in numbers:
+        if n not in trials:
+            raise UsageError(f"study {ostudy.study_name!r} has no trial #{n}")
+        told = trials[n].user_attrs.get(WARM_START_OF)
+        if told:
+            raise UsageError(f"trial #{n}: was told to this stage from {told} and never trained here (it has no "
+                             f"checkpoint in {ostudy.study_name!r}); name that trial in its own study")
+    shared = stored.task(cache_dir)
+    out = []
+    for n in numbers:
+        task, splits, model = load_trial_model(ostudy, n, artifacts_dir, cache_dir, task=shared)
+        record = dict(trials[n].user_attrs)  # with its curves
+        out.append(LoadedTrial(n, trial_label(n, record), task, splits, model, record))
+    return out
+
+
+def analysis_function(task_cls: "type[Task]", name: str, default: Callable[..., dict] | None = None) -> Callable[..., dict]:
+    """The function the task names for analysis ``name`` (``analyses``), else ``default``, else a UsageError."""
     analyses = getattr(task_cls, "analyses", {}) or {}
     if name not in analyses:
+        if default is not None:
+            return default
         raise UsageError(f"analysis {name_rule(f'analysis of task {task_cls.name}', name, analyses)}, but got {name!r}")
     module, _, attr = analyses[name].partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    models: dict[str, Any] = {}
-    task = splits = None
-    trials = {t.number: t for t in stored.light_trials()}
-    for n in numbers:
-        task, splits, model = load_trial_model(ostudy, n, artifacts_dir)
-        tag = trials[n].user_attrs.get(BASELINE)
-        models[f"#{n}" + (f" [{tag}]" if tag else "")] = model
-    kwargs = {**({"split": split} if split else {}), **options}
-    result = fn(task, splits, models, **kwargs)
+    return getattr(importlib.import_module(module), attr)
+
+
+def _takes(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C function: takes only the documented arguments
+        return False
+
+
+def run_analysis(ostudy: "optuna.Study", name: str, numbers: list[int], *, artifacts_dir: str, split: str | None = None,
+                 cache_dir: str = "runs/cache", default: Callable[..., dict] | None = None, **options: Any) -> dict:
+    """Run analysis ``name`` of the study's task (``default`` where the task names none) on the best
+    checkpoints of trials ``numbers``; ``options`` are passed to the analysis (e.g. ``out`` for an HTML file).
+    ``task`` and ``splits`` are those of the last trial; an analysis that takes ``loaded`` gets each trial's own."""
+    from hpo.store.stored import StoredStudy
+
+    stored = StoredStudy(ostudy)
+    fn = analysis_function(stored.task_class, name, default)
+    loaded = load_trials(ostudy, numbers, artifacts_dir, cache_dir)
+    models = {t.label: t.model for t in loaded}
+    kwargs = {**({"split": split} if split else {}), **options, **({"loaded": loaded} if _takes(fn, "loaded") else {})}
+    result = fn(loaded[-1].task, loaded[-1].splits, models, **kwargs)
     result = {"trials": numbers, **result}
     ostudy.set_user_attr(f"analysis_{name}", result)
     return result

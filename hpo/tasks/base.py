@@ -137,6 +137,30 @@ class Task(abc.ABC):
         """Extra state a checkpoint needs to be used on new data (e.g. a target scaler)."""
         return {}
 
+    def compare_views(self, pred: Any, target: Any) -> list[dict[str, Any]]:
+        """What ``hpo compare`` draws of one model's predictions over a split, as plain data (no plotting here).
+
+        ``pred`` and ``target`` are what :meth:`compute_metrics` gets. Each view is a dict with ``kind``, ``id``
+        (the figure's HTML id: both trials' views with one id make one figure) and ``title``, and by kind:
+
+        - ``"regression"``: ``y_true``, ``y_pred`` (equal length, target units) -> a predicted-vs-true scatter
+          (figure ``id``) and a histogram of ``y_pred - y_true`` (figure ``error_id``, default ``error-histogram``);
+        - ``"lines"``: ``x``, ``y`` (equal length), ``x_title``, ``y_title`` -> one line per trial (e.g. MAE per
+          forecast step);
+        - ``"series"``: ``x``, ``true``, ``pred`` (equal length) -> the true series once and each trial's prediction;
+        - ``"histogram"``: ``values``, ``x_title`` -> overlaid histograms (e.g. per-sample cosine similarity).
+
+        Default: one ``regression`` view of the flattened predictions when ``pred`` and ``target`` are tensors
+        with as many entries (a scalar or per-entry target); no view otherwise.
+        """
+        import torch
+
+        if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor) and pred.numel() == target.numel() > 0:
+            return [{"kind": "regression", "id": "pred-vs-true", "title": "Predicted vs true",
+                     "y_true": target.detach().reshape(-1).double().cpu().numpy(),
+                     "y_pred": pred.detach().reshape(-1).double().cpu().numpy()}]
+        return []
+
     # -- configs ----------------------------------------------------------------------------
     @classmethod
     def config_fields(cls) -> dict[str, tuple[str, dataclasses.Field]]:

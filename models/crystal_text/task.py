@@ -60,7 +60,8 @@ class CrystalTextTask(Task):
     default_objective = "val_mae"
     param_groups = ("graph", "text", "fusion", "head")
     presets = {"tiny": TINY}
-    analyses = {"text_deleted": "models.crystal_text.analysis:text_deleted", "cka": "models.crystal_text.analysis:cka"}
+    analyses = {"text_deleted": "models.crystal_text.analysis:text_deleted", "cka": "models.crystal_text.analysis:cka",
+                "compare": "hpo.analysis.compare:compare_analysis"}
     needs_target = True
 
     def __init__(self, dataset, target=None, cache=None) -> None:

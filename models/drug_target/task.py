@@ -27,7 +27,7 @@ class DrugTargetTask(Task):
     default_objective = "val_rmse"
     param_groups = ("encoder", "fusion", "head")
     needs_target = False  # CSV: names the affinity column (default "affinity"); other formats: leave it out
-    analyses = {"compare": "models.drug_target.compare:compare_analysis"}
+    analyses = {"compare": "hpo.analysis.compare:compare_analysis"}
     #: pick and order training pairs only: applied after the cached data are loaded, not part of their key
     fidelity_knobs = ("batch_proteins", "train_subsample")
     presets = {

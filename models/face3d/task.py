@@ -28,6 +28,7 @@ class Face3DTask(Task):
     default_objective = "val_cosine"
     param_groups = ("encoder", "head")
     needs_target = False
+    analyses = {"compare": "hpo.analysis.compare:compare_analysis"}
     presets = {
         "tiny": {"d_model": 16, "nhead": 2, "num_layers": 1, "dim_feedforward": 32, "dropout": 0.0,
                  "epochs": 3, "batch_size": 32, "lr": 3.0e-3, "scheduler": "none"},
@@ -75,6 +76,17 @@ class Face3DTask(Task):
             "mae": mae(pred, target),
             "cosine_p10": float(torch.quantile(cos, 0.1)),
         }
+
+    def compare_views(self, pred, target) -> list[dict[str, Any]]:
+        """``hpo compare``: the distribution of the per-sample cosine similarity (what ``cosine`` averages and
+        ``cosine_p10`` takes the 10th percentile of)."""
+        import torch.nn.functional as F
+
+        if len(target) == 0:
+            return []
+        cos = F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-8)
+        return [{"kind": "histogram", "id": "cosine-distribution", "title": "Per-sample cosine similarity",
+                 "x_title": "cosine(pred, target)", "values": cos.double().numpy()}]
 
     def checkpoint_extras(self, splits: Splits) -> dict[str, Any]:
         """The input standardisation (fitted on the training split) that new inputs need."""

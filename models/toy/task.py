@@ -52,6 +52,7 @@ class ToyTask(Task):
     param_groups = ("encoder", "head")
     presets = {"tiny": {"hidden": 8, "depth": 1, "epochs": 3, "batch_size": 32}}
     needs_target = False
+    analyses = {"compare": "hpo.analysis.compare:compare_analysis"}
 
     def load(self, data_cfg: ToyDataConfig) -> Splits:
         spec = self.dataset

@@ -47,6 +47,7 @@ class TrafficTask(Task):
     default_objective = "val_mae"
     param_groups = ("encoder", "decoder", "head")
     needs_target = False
+    analyses = {"compare": "hpo.analysis.compare:compare_analysis"}
     #: picks training windows only: applied to the cached splits, not part of their key
     fidelity_knobs = ("train_stride",)
     presets = {
@@ -178,6 +179,27 @@ class TrafficTask(Task):
         from models.traffic.metrics import masked_metrics
 
         return masked_metrics(pred, target)
+
+    def compare_views(self, pred, target) -> list[dict[str, Any]]:
+        """``hpo compare``: the masked MAE at every forecast step, and sensor 0's series over the split (its
+        readings and the 1-step-ahead forecasts of consecutive windows; missing readings left out)."""
+        from models.traffic.metrics import observed
+
+        if target.ndim != 3 or len(target) == 0:  # (windows, steps, sensors)
+            return []
+        pred, target = pred.float(), target.float()
+        mask = observed(target)
+        err = (pred - target.nan_to_num()).abs().where(mask, pred.new_zeros(()))
+        per_step = err.sum(dim=(0, 2)) / mask.sum(dim=(0, 2)).clamp(min=1)
+        seen = mask[:, 0, 0]
+        steps = seen.nonzero().flatten()
+        return [
+            {"kind": "lines", "id": "mae-by-horizon", "title": "Masked MAE per forecast step",
+             "x": list(range(1, len(per_step) + 1)), "y": per_step.double().numpy(), "x_title": "steps ahead", "y_title": "MAE"},
+            {"kind": "series", "id": "sample-series", "title": "Sensor 0: readings and 1-step-ahead forecasts",
+             "x": steps.tolist(), "true": target[seen, 0, 0].double().numpy(), "pred": pred[seen, 0, 0].double().numpy(),
+             "x_title": "window", "y_title": "reading"},
+        ]
 
     def checkpoint_extras(self, splits: Splits) -> dict[str, Any]:
         i = splits.info
