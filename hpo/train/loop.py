@@ -34,6 +34,22 @@ EpochCallback = Callable[[int, Mapping[str, float]], None]
 
 
 @dataclass
+class EpochSnapshot:
+    """What :func:`fit` hands ``on_epoch_state`` after each epoch it trained to the end (not a diverged
+    one): the epoch, its metrics (val ones only on evaluated epochs), the best epoch so far (0 if none)
+    and ``state()``, a CPU copy of the model's ``state_dict`` taken when called (so a callback that saves
+    nothing this epoch copies nothing)."""
+
+    epoch: int
+    metrics: Mapping[str, float]
+    best_epoch: int
+    state: Callable[[], dict]
+
+
+EpochStateCallback = Callable[[EpochSnapshot], None]
+
+
+@dataclass
 class FitResult:
     best_epoch: int  # 1-based epoch of the best monitored value (0 if none)
     best: dict[str, float]  # every metric at the best epoch
@@ -59,11 +75,15 @@ def fit(
     device: "str | torch.device | None" = None,
     max_epochs: int | None = None,
     keep_best_state: bool = True,
+    on_epoch_state: EpochStateCallback | None = None,
 ) -> FitResult:
     """Train ``task``'s model for ``model_cfg`` on ``splits`` and return the best epoch's metrics.
 
     ``monitor`` (default ``val_<first metric>``) drives the best epoch, early stopping and what
     ``on_epoch`` is usually asked about; ``max_epochs`` caps ``train_cfg.epochs``.
+    ``on_epoch_state`` (e.g. ``hpo train``'s latest / every-N-epochs checkpoints) gets an
+    :class:`EpochSnapshot` after every epoch that did not diverge, before ``on_epoch`` may prune it;
+    without it training is unchanged.
     """
     import torch
 
@@ -145,6 +165,7 @@ def fit(
                 metrics["val_train_loss_ratio"] = metrics["val_loss"] / metrics["train_loss"]
         _record(curves, metrics, epoch, optimizer, time.perf_counter() - t0)
         if not evaluated:
+            _snapshot(on_epoch_state, model, epoch, metrics, best_epoch)
             continue
         if monitor not in metrics:
             raise KeyError(f"monitored metric {monitor!r} is not among {sorted(metrics)}")
@@ -159,6 +180,7 @@ def fit(
         if value < es_ref - cfg.min_delta or es_epoch == 0:
             es_ref, es_epoch = value, epoch
         logger.debug("epoch %d %s", epoch, {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)})
+        _snapshot(on_epoch_state, model, epoch, metrics, best_epoch)
         if on_epoch is not None:
             try:
                 on_epoch(epoch, metrics)
@@ -185,6 +207,17 @@ def fit(
         device=str(dev),
         best_state=best_state,
     )
+
+
+def _snapshot(callback: EpochStateCallback | None, model, epoch: int, metrics: Mapping[str, float], best_epoch: int) -> None:
+    """Hand ``callback`` this epoch's :class:`EpochSnapshot` (nothing when there is no callback)."""
+    if callback is None:
+        return
+
+    def state() -> dict:
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    callback(EpochSnapshot(epoch=epoch, metrics=dict(metrics), best_epoch=best_epoch, state=state))
 
 
 def _evaluate(task, model, loader, dev, autocast, prefix: str) -> dict[str, float]:
