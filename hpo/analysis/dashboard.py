@@ -33,7 +33,7 @@ def publish_to_dashboard(ostudy: "optuna.Study") -> None:
     if fig is not None:
         save_plotly_graph_object(ostudy, fig, graph_object_id=CURVES_GRAPH_ID)
     best = v.best()
-    diag = diagnose_study(v.trials, metric=v.metric, direction=v.directions[0])
+    diag = diagnose_study(v.trials, metric=v.metric, direction=v.monitor_direction)
     note = summary_text(diag, best.number if best else None)
     rows = plans_vs_tuned(v)
     if rows:

@@ -83,7 +83,7 @@ def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "
         if fig is not None:
             parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
 
-    diag = diagnose_study(v.trials, metric=v.metric, direction=v.directions[0])
+    diag = diagnose_study(v.trials, metric=v.metric, direction=v.monitor_direction)
     parts.append("<h2>Curve diagnosis</h2>")
     parts.append(_table(["finding", "trials"], [[k.replace("_", " "), n] for k, n in sorted(diag["counts"].items(), key=lambda kv: -kv[1])]) if diag["counts"]
                  else "<p>No overfitting, plateau, wasted epochs, divergence or underfitting found.</p>")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from hpo.store.record import BASELINE, REEVALUATION
+from hpo.store.record import BASELINE, NOT_TRAINED, REEVALUATION, STOP_DETAIL, STOP_REASON
 
 if TYPE_CHECKING:
     import optuna
@@ -37,7 +37,12 @@ class StudyView:
 
     @property
     def monitor(self) -> str:
-        return self.metrics[0]
+        """The primary objective's metric (``primary: true``, else the first)."""
+        return self.metrics[self.stored.primary_index]
+
+    @property
+    def monitor_direction(self) -> str:
+        return self.directions[self.stored.primary_index]
 
     @property
     def metric(self) -> str:
@@ -78,13 +83,17 @@ def plans_vs_tuned(v: StudyView) -> list[dict]:
         return []
     rows = []
     by_name: dict[str, "FrozenTrial"] = {}
-    for t in v.trials:
+    rank = {"COMPLETE": 3, "PRUNED": 2, "FAIL": 1}
+    for t in v.trials:  # per plan: its complete trial, else pruned, else failed (a failed plan is reported as such)
         name = t.user_attrs.get(BASELINE)
-        if name and t.state.name in ("COMPLETE", "PRUNED") and (name not in by_name or by_name[name].state.name != "COMPLETE"):
+        if not name or t.state.name not in rank or t.user_attrs.get(STOP_REASON) in NOT_TRAINED:
+            continue
+        if name not in by_name or rank[t.state.name] >= rank[by_name[name].state.name]:
             by_name[name] = t
     for name, t in sorted(by_name.items(), key=lambda kv: kv[1].number):
         value = t.values[0] if t.values else None
-        row = {"plan": name, "trial": t.number, "state": t.state.name, "value": value, "best": best.values[0], "best_trial": best.number}
+        state = t.state.name if t.state.name != "FAIL" else f"FAIL: {str(t.user_attrs.get(STOP_DETAIL) or t.user_attrs.get(STOP_REASON) or '?')[:120]}"
+        row = {"plan": name, "trial": t.number, "state": state, "value": value, "best": best.values[0], "best_trial": best.number}
         if value is not None and value != 0:
             row["improvement_pct"] = (value - best.values[0]) / abs(value) * 100 * v.sign()
         rows.append(row)
