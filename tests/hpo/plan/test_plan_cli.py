@@ -99,7 +99,7 @@ def test_resume_in_the_middle_of_a_stage(tmp_path, sig, code):
           training: {epochs: 1}
           budget: {n_trials: 2}
         - name: long
-          training: {epochs: 20}
+          training: {epochs: 80, patience: 1000}   # ~2 s a trial: the signal lands with trials of the stage still to run
           budget: {n_trials: 6}
     """)
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
