@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from hpo.errors import HpoError
 from hpo.run.budget import budget_of
 from hpo.run.options import RunOptions
-from hpo.run.targets import STOPPED_AT_TARGET, record_met, stop_met
+from hpo.run.targets import STOPPED_AT_TARGET, record_met, target_reached
 from hpo.store import record as R
 from hpo.store.record import NOT_TRAINED, StopReason
 
@@ -127,10 +127,8 @@ def _target_reached(ostudy: "optuna.Study", levels, stop_at: str | None, trials:
     this worker starts no trial (the level is recorded in ``targets_met`` if its finder did not). The named
     runs (baselines, ablation runs) still queued run first: they are the yardstick the result is read against,
     so the target ends the search, not the plan's own runs."""
-    first = stop_met(levels, stop_at, trials)
+    first = target_reached(levels, stop_at, trials)
     if first is None:
-        return False
-    if any(t.state.name == "WAITING" and R.BASELINE in t.user_attrs for t in trials):
         return False
     record_met(ostudy, levels, first)
     logger.info("study %s: target %s was met by trial #%d (stop_at_target): no new trial starts",

@@ -21,7 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from hpo.spec.targets import TargetLevel, as_test_metric, levels_from_record
-from hpo.store.record import METRICS, REEVALUATION, TARGETS_MET, WARM_START_OF
+from hpo.store.record import BASELINE, METRICS, REEVALUATION, TARGETS_MET, WARM_START_OF
 
 if TYPE_CHECKING:
     import optuna
@@ -244,3 +244,13 @@ def stop_met(levels: Sequence[TargetLevel], stop_at: str | None, trials: Iterabl
     """The first trial meeting the ``stop_at_target`` level (the study is over), None if none or no such level."""
     level = level_named(levels, stop_at)
     return first_meeting(level, trials) if level is not None else None
+
+
+def target_reached(levels: Sequence[TargetLevel], stop_at: str | None, trials: Sequence["FrozenTrial"]) -> "FrozenTrial | None":
+    """The trial that ends the study by ``stop_at_target``, once no named run (baseline, ablation run) is still
+    queued: those are the yardstick the result is read against, so a target ends the search, not the plan's
+    own runs. None while the study goes on. Every backend asks this before it starts a trial."""
+    first = stop_met(levels, stop_at, trials)
+    if first is None or any(t.state.name == "WAITING" and BASELINE in t.user_attrs for t in trials):
+        return None
+    return first

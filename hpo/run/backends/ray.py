@@ -146,9 +146,19 @@ def _tune(study: "Study", opts: "RunOptions", raw: dict, run, remaining: int, co
     seed = sampler_seed(study)  # the driver's sampler draws every trial: recorded with each, as locally
     from hpo.run.backends.ray_search import HpoOptunaSearch
 
+    def stop_when() -> bool:  # stop_at_target, as the local worker loop asks it before each trial
+        from hpo.run.targets import record_met, target_reached
+
+        if not study.stop_at_target:
+            return False
+        first = target_reached(study.targets, study.stop_at_target, seen_store.get_trials(deepcopy=False))
+        if first is not None:
+            record_met(seen_store, study.targets, first)
+        return first is not None
+
     searcher = HpoOptunaSearch(space=space, metric=metric, mode=modes, sampler=build_sampler(study, seed=seed),
                                  storage=driver_storage, study_name=run.study_name, on_finished=finished,
-                                 scheduler_name=sched_name)
+                                 scheduler_name=sched_name, stop_when=stop_when)
     payload = {
         "key": f"{run.storage_url}#{run.study_name}#{id(raw)}", "raw": raw,
         "base_dir": str(study.file.parent if study.file else Path.cwd()),

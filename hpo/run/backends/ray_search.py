@@ -22,10 +22,17 @@ logger = logging.getLogger(__name__)
 class HpoOptunaSearch(OptunaSearch):
     """OptunaSearch that records how each trial ended as the local backend does."""
 
-    def __init__(self, *args, on_finished: Callable | None = None, scheduler_name: str = "scheduler", **kwargs):
+    def __init__(self, *args, on_finished: Callable | None = None, scheduler_name: str = "scheduler",
+                 stop_when: Callable[[], bool] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._on_finished = on_finished
         self._scheduler_name = scheduler_name
+        self._stop_when = stop_when  # the study is over (stop_at_target met): no trial is suggested any more
+
+    def suggest(self, trial_id: str):
+        if self._stop_when is not None and self._stop_when():
+            return self.FINISHED
+        return super().suggest(trial_id)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study in the store is the state (a study resumes through
