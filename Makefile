@@ -3,6 +3,7 @@
 #   make test         create/update .venv with the dev extras, run the test suite
 #   make bench        the full benchmark suite (long; see BENCHMARKS.md)
 #   make bench-quick  every benchmark at a tiny budget (minutes; CI runs it)
+#   make compat-newest / compat-floors  storage, runner, spec and Ray tests on the newest / the declared-floor libraries
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,7 +16,7 @@ CONSTRAINTS ?= constraints.txt
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 PYTEST_ARGS ?=
 
-.PHONY: demo test layers install dev bench bench-quick clean
+.PHONY: demo test layers install dev bench bench-quick compat-newest compat-floors clean
 
 # torch first: a plain `torch` requirement would pull a multi-GB CUDA build; 2.13.0 satisfies ours.
 $(BIN)/python:
@@ -50,5 +51,12 @@ bench: $(VENV)/.installed-dev
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py --quick
 
+# the storage, runner, spec and Ray tests on the newest releases / the declared floors, each in its own venv
+compat-newest:
+	.ci/compat newest
+
+compat-floors:
+	.ci/compat floors
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-newest .venv-floors runs .pytest_cache

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from hpo.errors import SpecError
 from hpo.spec.yaml_io import loads_yaml
@@ -137,3 +138,63 @@ def test_hpo_validate_refuses_crafted_yaml_within_a_second(tmp_path, toy_study, 
         slowest = max(slowest, r["seconds"])
     assert not (tmp_path / "hpo.db").exists()
     report_figures("hpo validate, crafted YAML", {"refused": len(results), "of": len(STUDY_YAML_BOMBS), "slowest s": round(slowest, 3)})
+
+
+# ------------------------------------------------------------------------ YAML 1.2 core schema (issue #16)
+YAML12 = {  # plain scalar: what it loads as (YAML 1.1, PyYAML's default, in the comment)
+    "no": "no", "yes": "yes", "on": "on", "off": "off", "y": "y", "n": "n",  # 1.1: booleans
+    "No": "No", "YES": "YES", "On": "On", "OFF": "OFF", "Y": "Y", "N": "N",
+    "true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False,
+    "tRUE": "tRUE",
+    "null": None, "Null": None, "NULL": None, "~": None, "nULL": "nULL",
+    "010": 10, "007": 7, "-010": -10, "+12": 12, "0": 0,  # 1.1: 010 is octal 8
+    "0o10": 8, "0o17": 15, "0o8": "0o8", "0x10": 16, "0xff": 255, "0xFF": 255, "0X10": "0X10",  # 1.1: 0o10 a string
+    "0b101": "0b101", "1_000": 1000,  # 1.1: 0b101 is 5; digits may still be grouped
+    "1:30": "1:30", "1:30:00": "1:30:00", "-1:30": "-1:30",  # 1.1: sexagesimal 90, 5400
+    "2024-01-31": "2024-01-31", "2024-01-31 10:00:00": "2024-01-31 10:00:00",  # 1.1: timestamps
+    "=": "=",  # 1.1: the value key (which PyYAML's safe loader then refuses)
+    "3e-4": 3e-4, "1E5": 1e5, ".5": 0.5, "-.5": -0.5, "1.": 1.0, "1.0e-3": 1e-3, "+1.5": 1.5, "1_000.5": 1000.5,
+    "1e5.0": "1e5.0", "e5": "e5", "0o_": "0o_", "0x_": "0x_", "._5": "._5", "0o1_7": 15,  # never a traceback
+}
+
+
+def test_yaml12_core_schema_plain_scalars():
+    text = "".join(f"k{i}: {s}\n" for i, s in enumerate(YAML12))
+    doc = loads_yaml(text)
+    for i, (s, want) in enumerate(YAML12.items()):
+        got = doc[f"k{i}"]
+        assert type(got) is type(want) and got == want, (s, got, want)
+    inf = loads_yaml("a: .inf\nb: -.inf\nc: +.inf\nd: .Inf\ne: .INF\nf: .nan\ng: .NaN\nh: .NAN\ni: .nAn\nj: inf\n")
+    assert inf["a"] == inf["c"] == inf["d"] == inf["e"] == float("inf") and inf["b"] == float("-inf")
+    assert all(inf[k] != inf[k] for k in "fgh") and inf["i"] == ".nAn" and inf["j"] == "inf"
+    assert loads_yaml("a:\nb: [on, off]\nc: {scheduler: on, layers: 010}") == {"a": None, "b": ["on", "off"],
+                                                                           "c": {"scheduler": "on", "layers": 10}}
+    quoted = loads_yaml("a: '010'\nb: \"true\"\nc: 'null'\nd: '0x10'")
+    assert quoted == {"a": "010", "b": "true", "c": "null", "d": "0x10"}
+
+
+def test_yaml12_explicit_tags_and_merge_keys():
+    assert loads_yaml('a: !!int "010"\nb: !!float "1"\nc: !!bool "TRUE"\nd: !!str 010\ne: !!int 0x1F') == {
+        "a": 10, "b": 1.0, "c": True, "d": "010", "e": 31}
+    for text, word in (("a: !!int 1:30", "'1:30' is not a YAML 1.2 int"), ("a: !!bool yes", "'yes' is not a YAML 1.2 bool"),
+                       ("a: !!float abc", "'abc' is not a YAML 1.2 float"), ("a: !!int", "'' is not a YAML 1.2 int")):
+        with pytest.raises(SpecError, match=re.escape(f"s.yaml: invalid YAML at line 1, column 4: {word}")):
+            loads_yaml(text, "s.yaml")
+    # ``<<`` merges (its keys may be overridden), and a key twice is still refused
+    assert loads_yaml("base: &b {lr: 1, hidden: 8}\nplan: {<<: *b, hidden: 16}") == {
+        "base": {"lr": 1, "hidden": 8}, "plan": {"lr": 1, "hidden": 16}}
+    with pytest.raises(SpecError, match="line 1, column 23: duplicate key 'a'"):
+        loads_yaml("x: {<<: {a: 1}, a: 2, a: 3}", "s.yaml")
+    with pytest.raises(SpecError, match="could not determine a constructor"):
+        loads_yaml("a: !!python/object:os.system x", "s.yaml")  # no objects, as before
+
+
+def test_dump_yaml_quotes_what_either_yaml_would_misread():
+    from hpo.spec.yaml_io import dump_yaml
+
+    data = {s: s for s in ("no", "on", "y", "010", "0o10", "0x10", "1:30", "3e-4", ".5", "true", "null", "2024-01-31", "1_000", "=")}
+    data.update(n=10, f=3e-4, t=True, z=None, i=float("inf"), plain="concat")
+    text = dump_yaml(data)
+    assert loads_yaml(text) == data  # this loader (YAML 1.2) reads it back
+    assert yaml.safe_load(text) == data  # so does a YAML 1.1 reader
+    assert "plain: concat\n" in text and "n: 10\n" in text and "t: true\n" in text

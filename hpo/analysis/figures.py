@@ -1,18 +1,28 @@
-"""The report's plotly figures of a stored study (:class:`~hpo.analysis.view.StudyView`): optimisation
-history with the plans marked, parameter importances (PED-ANOVA), parallel coordinates, slice plots, and
-the learning curves of the top trials and the plans with their train/val gap. Each returns ``None`` where
-the study has too little to draw.
+"""The report's plotly figures of a stored study (:class:`~hpo.analysis.view.StudyView`).
+
+Optuna's own plots (``optuna.visualization``) where Optuna has them: parameter importances (PED-ANOVA,
+named in the title: :func:`importance_evaluator`), parallel coordinates, slice, rank and timeline, drawn from
+the trials the report already read (:class:`PlotStudy`, no further reads of the store) against the primary
+objective, log parameters on log axes. What only this service draws is drawn here: the optimisation history
+with the plans marked, and the learning curves of the top trials and the plans with their train/val gap.
+Each returns ``None`` where the study has too little to draw; :func:`report_figures` lists them in the
+report's order with their HTML ids.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
+import optuna
 
 from hpo.analysis.view import StudyView
-from hpo.store.record import BASELINE, CURVES
+from hpo.store.record import BASELINE, CURVES, STOP_REASON
+from hpo.store.storage import TrialsSnapshot
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -37,85 +47,280 @@ def history_figure(v: StudyView) -> "go.Figure":
             fig.add_trace(Scatter(x=xs, y=best, mode="lines", name=f"best {metric}"))
     base = [t for t in done if t.user_attrs.get(BASELINE)]
     if base:
-        fig.add_trace(go.Scatter(x=[t.number for t in base], y=[t.values[0] for t in base], mode="markers+text",
+        p = v.stored.primary_index
+        fig.add_trace(go.Scatter(x=[t.number for t in base], y=[t.values[p] for t in base], mode="markers+text",
                                  text=[t.user_attrs[BASELINE] for t in base], textposition="top center",
                                  marker={"symbol": "star", "size": 12}, name="baselines (plans)"))
-    fig.update_layout(title="Optimisation history", xaxis_title="trial", yaxis_title=v.metrics[0], height=420)
+    fig.update_layout(title="Optimisation history", xaxis_title="trial", yaxis_title=v.monitor if len(v.metrics) == 1 else "value",
+                      height=420)
     return fig
+
+
+def importance_evaluator():
+    """The importance evaluator the report uses, and its name for the figure's title: PED-ANOVA
+    (``optuna.importance.PedAnovaImportanceEvaluator``), Optuna's default from Optuna 5.0 on (fANOVA, slow on
+    big studies, before). Passed explicitly, so the title names the method that ran whatever the installed
+    Optuna's default; fANOVA where an Optuna has no PED-ANOVA."""
+    import optuna.importance as imp
+
+    cls = getattr(imp, "PedAnovaImportanceEvaluator", None) or imp.FanovaImportanceEvaluator
+    ev = cls()
+    return ev, EVALUATOR_NAMES.get(type(ev).__name__, type(ev).__name__)
+
+
+EVALUATOR_NAMES = {"PedAnovaImportanceEvaluator": "PED-ANOVA", "FanovaImportanceEvaluator": "fANOVA",
+                   "MeanDecreaseImpurityImportanceEvaluator": "mean decrease in impurity"}
+
+
+class PlotStudy(TrialsSnapshot, optuna.Study):
+    """The study as Optuna's plot functions read it: the trials the report already read (no deep copies,
+    no further reads of the store), seen from one objective (``objective``: the primary by default) as a
+    single-objective study with that objective's direction and name, so Optuna's colour scales and axis
+    titles follow it. ``trials``: a subset to draw (default: all of ``v``'s); ``attrs``: the user attrs
+    kept on each trial (``None``: all; hover texts carry them, so the timeline keeps only the plan name and
+    the stop reason). A :class:`optuna.Study` by type (the plot functions check it) whose ``__init__`` is
+    not run: what it does not define is the stored study's (:class:`~hpo.store.storage.TrialsSnapshot`)."""
+
+    def __init__(self, v: StudyView, objective: int | None = None, *, trials: list | None = None,
+                 attrs: tuple[str, ...] | None = None) -> None:
+        import copy
+
+        i = v.stored.primary_index if objective is None else objective
+        trials = v.trials if trials is None else trials
+        if len(v.directions) > 1 or attrs is not None:
+            projected = []
+            for t in trials:
+                c = copy.copy(t)  # shallow: params, distributions and the rest are shared, read-only
+                if len(v.directions) > 1 and t.values is not None:
+                    c._values = [t.values[i]]  # FrozenTrial has no setter for several values
+                if attrs is not None:
+                    c.user_attrs = {k: t.user_attrs[k] for k in attrs if k in t.user_attrs}
+                projected.append(c)
+            trials = projected
+        super().__init__(v.study, trials)
+        self.objective = i
+        self.target_name = v.metrics[i]
+        self._direction = v.study.directions[i]  # read once: the plots ask for it per trial
+
+    @property
+    def directions(self) -> list:
+        return [self._direction]
+
+    @property
+    def direction(self):
+        return self._direction
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [self.target_name]
+
+    def _is_multi_objective(self) -> bool:
+        return False
+
+    def get_trials(self, deepcopy: bool = False, states=None) -> list:
+        return super().get_trials(False, states)  # the plots only read them
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
+
+
+def plot_study(v: StudyView) -> PlotStudy:
+    """The primary objective's :class:`PlotStudy` of ``v`` over all its trials (made once per view)."""
+    ps = v.__dict__.get("_plot_study")
+    if ps is None:
+        ps = v.__dict__["_plot_study"] = PlotStudy(v)
+    return ps
+
+
+def spread(v: StudyView, most: int) -> list:
+    """At most ``most`` of the complete trials, evenly spaced in their order on the primary objective
+    (the best and the worst always among them): what a per-trial plot of a big study draws."""
+    if len(v.complete) <= most:
+        return v.complete
+    i = v.stored.primary_index
+    sign = 1.0 if v.directions[i] == "minimize" else -1.0
+    ordered = sorted(v.complete, key=lambda t: sign * t.values[i])
+    picks = np.unique(np.linspace(0, len(ordered) - 1, most).round().astype(np.int64))
+    return [ordered[k] for k in picks]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Optuna's plot functions warn (small PED-ANOVA regimes, non-finite values, experimental API) and log;
+    the figures' titles say what they draw."""
+    log = logging.getLogger("optuna")
+    level = log.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            log.setLevel(level)
+
+
+def _params(v: StudyView) -> list[str]:
+    return sorted({k for t in v.complete for k in t.params})
+
+
+def _ordered_objectives(v: StudyView) -> list[int]:
+    p = v.stored.primary_index
+    return [p] + [i for i in range(len(v.metrics)) if i != p]
+
+
+def importances(v: StudyView, objective: int | None = None) -> dict[str, float]:
+    """Optuna's parameter importances (:func:`importance_evaluator`) for one objective (the primary by
+    default) over the complete trials, most important first; {} where they cannot be computed (fewer than
+    two trials, one value everywhere). Computed once per view (the importance figure fills it)."""
+    cache = v.__dict__.setdefault("_importances", {})
+    i = v.stored.primary_index if objective is None else objective
+    if i not in cache:
+        cache[i] = {}
+        if len(v.complete) >= 2 and _params(v):
+            ps = plot_study(v) if i == v.stored.primary_index else PlotStudy(v, i)
+            try:
+                with _quiet():
+                    cache[i] = dict(optuna.importance.get_param_importances(ps, evaluator=importance_evaluator()[0]))
+            except IMPORTANCE_ERRORS:
+                pass
+    return cache[i]
+
+
+IMPORTANCE_ERRORS = (ValueError, RuntimeError, ZeroDivisionError, FloatingPointError)  # too little to tell apart
 
 
 def importance_figure(v: StudyView) -> "go.Figure | None":
-    import warnings
+    """Optuna's importance plot, one bar group per objective (the primary first), the method in the title."""
+    import optuna.visualization as ov
 
-    import optuna
-    import plotly.graph_objects as go
-
-    if len(v.complete) < 2:
+    if len(v.complete) < 2 or not _params(v):
         return None
-    fig = go.Figure()
-    for i, metric in enumerate(v.metrics):
+    ev, method = importance_evaluator()
+    cache = v.__dict__.setdefault("_importances", {})
+    fig = None
+    for i in _ordered_objectives(v):
+        ps = plot_study(v) if i == v.stored.primary_index else PlotStudy(v, i)
         try:
-            with warnings.catch_warnings():  # PED-ANOVA warns about small regimes; the figure says what it is
-                warnings.simplefilter("ignore", UserWarning)
-                imp = optuna.importance.get_param_importances(v.snapshot, target=(lambda t, i=i: t.values[i]) if len(v.metrics) > 1 else None)
-        except (ValueError, RuntimeError, ZeroDivisionError):
+            with _quiet():
+                one = ov.plot_param_importances(ps, evaluator=ev, target_name=v.metrics[i])
+        except IMPORTANCE_ERRORS:
+            cache.setdefault(i, {})
             continue
-        if not imp:
+        bars = list(one.data)
+        # the bars run least important first (drawn bottom up): the cache keeps them most important first
+        cache.setdefault(i, dict(zip(reversed(bars[0].y), reversed(bars[0].x))) if bars else {})
+        if not bars:
             continue
-        names = list(imp)[::-1]
-        fig.add_trace(go.Bar(x=[imp[n] for n in names], y=names, orientation="h", name=metric))
-    if not fig.data:
+        if fig is None:
+            fig = one
+        else:
+            fig.add_traces(bars)
+    if fig is None:
         return None
-    fig.update_layout(title="Parameter importances (PED-ANOVA)", xaxis_title="importance", height=120 + 24 * len(fig.data[0].y), barmode="group")
+    for trace in fig.data:
+        trace.showlegend = len(fig.data) > 1
+    of = ", ".join(t.name for t in fig.data)
+    fig.update_layout(title=f"Parameter importances ({method}, {of})", barmode="group",
+                      height=160 + 26 * max(len(t.y) for t in fig.data) * len(fig.data))
     return fig
+
+
+PARALLEL_MOST = 500  # Optuna draws one line (one trace) per trial
 
 
 def parallel_figure(v: StudyView) -> "go.Figure | None":
-    import plotly.graph_objects as go
+    """Optuna's parallel coordinates of the complete trials against the primary objective (log parameters
+    on a log10 axis); above :data:`PARALLEL_MOST` trials, that many spread over the ranking (:func:`spread`)."""
+    import optuna.visualization as ov
 
-    names = sorted({k for t in v.complete for k in t.params})
-    if not names or len(v.complete) < 2:
+    if not _params(v) or len(v.complete) < 2:
         return None
-    dims = []
-    for name in names:
-        vals = [t.params.get(name) for t in v.complete]
-        if all(isinstance(x, (int, float)) and not isinstance(x, bool) or x is None for x in vals):
-            nums = [x for x in vals if x is not None]
-            if not nums:
-                continue
-            dims.append({"label": name, "values": np.asarray([x if x is not None else min(nums) for x in vals], dtype=np.float64)})
-        else:
-            cats = sorted({str(x) for x in vals})
-            idx = {c: i for i, c in enumerate(cats)}
-            dims.append({"label": name, "values": np.asarray([idx[str(x)] for x in vals]), "tickvals": list(range(len(cats))), "ticktext": cats})
-    ys = np.asarray([t.values[0] for t in v.complete], dtype=np.float64)
-    dims.append({"label": v.metrics[0], "values": ys})
-    fig = go.Figure(go.Parcoords(line={"color": ys, "colorscale": "Viridis", "reversescale": v.directions[0] == "maximize", "showscale": True},
-                                 dimensions=dims))
-    fig.update_layout(title="Parallel coordinates (complete trials)", height=460)
+    drawn = spread(v, PARALLEL_MOST)
+    with _quiet():
+        fig = ov.plot_parallel_coordinate(PlotStudy(v, trials=drawn) if drawn is not v.complete else plot_study(v),
+                                          target_name=v.monitor)
+    which = (f"{len(drawn)} of {len(v.complete)} complete trials, evenly spaced from best to worst"
+             if len(drawn) < len(v.complete) else f"{len(drawn)} complete trials")
+    fig.update_layout(title=f"Parallel coordinates ({v.monitor}; {which})", height=480)
     return fig
 
 
+SLICE_COLUMNS = 4
+
+
 def slice_figure(v: StudyView) -> "go.Figure | None":
-    import plotly.graph_objects as go
+    """Optuna's slice plot of the primary objective against each parameter (log axes for log parameters),
+    its one row of panels laid out in rows of :data:`SLICE_COLUMNS`."""
+    import optuna.visualization as ov
     from plotly.subplots import make_subplots
 
-    names = sorted({k for t in v.complete for k in t.params})
-    if not names:
+    names = _params(v)
+    if not names or not v.complete:
         return None
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
-    Scatter = go.Scattergl if len(v.complete) > 2000 else go.Scatter
-    for i, name in enumerate(names):
-        pts = [(t.params[name], t.values[0], t.number) for t in v.complete if name in t.params]
-        xs = [str(p[0]) if isinstance(p[0], (bool, str)) or p[0] is None else p[0] for p in pts]
-        numeric = all(isinstance(x, (int, float)) for x in xs)
-        fig.add_trace(Scatter(x=np.asarray(xs, dtype=np.float64 if numeric else object), y=np.asarray([p[1] for p in pts], dtype=np.float64),
-                              mode="markers", marker={"size": 5, "color": np.asarray([p[2] for p in pts]), "colorscale": "Blues"},
-                              hovertemplate=f"trial #%{{marker.color}}<br>{name} %{{x}}<br>%{{y}}<extra></extra>", showlegend=False),
-                      row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(title=f"Slice plots ({v.metrics[0]} vs each parameter)", height=260 * rows)
+    with _quiet():
+        fig = ov.plot_slice(plot_study(v), target_name=v.monitor)
+    title = f"Slice plots ({v.monitor} vs each parameter, colour: trial number)"
+    if len(names) <= SLICE_COLUMNS:
+        fig.update_layout(title=title, height=420, width=None)
+        return fig
+    rows = math.ceil(len(names) / SLICE_COLUMNS)
+    grid = make_subplots(rows=rows, cols=SLICE_COLUMNS, shared_yaxes="all", vertical_spacing=0.45 / rows)
+    for k in range(len(names)):
+        suffix = str(k + 1) if k else ""
+        row, col = k // SLICE_COLUMNS + 1, k % SLICE_COLUMNS + 1
+        for trace in fig.data:
+            if (trace.xaxis or "x") == "x" + suffix:
+                grid.add_trace(trace, row=row, col=col)
+        src = fig.layout["xaxis" + suffix]  # Optuna's axis: its title, log or category type and order
+        grid.update_xaxes(title_text=src.title.text, type=src.type, categoryorder=src.categoryorder,
+                          categoryarray=src.categoryarray, row=row, col=col)
+        if col == 1:
+            grid.update_yaxes(title_text=v.monitor, row=row, col=col)
+    for k in range(len(names), rows * SLICE_COLUMNS):  # the last row's empty cells
+        grid.update_xaxes(visible=False, row=rows, col=k % SLICE_COLUMNS + 1)
+        grid.update_yaxes(visible=False, row=rows, col=k % SLICE_COLUMNS + 1)
+    grid.update_layout(title=title, height=320 * rows)
+    return grid
+
+
+RANK_MOST = 1000  # trials drawn in a rank plot (a hover text each, in every panel)
+
+
+def rank_figure(v: StudyView, top: int = 3) -> "go.Figure | None":
+    """Optuna's rank plot over the ``top`` most important parameters (:func:`importances`), each trial
+    coloured by its rank on the primary objective; above :data:`RANK_MOST` complete trials, that many
+    spread over the ranking, and the two most important parameters only (one panel)."""
+    import optuna.visualization as ov
+
+    names = _params(v)
+    if len(names) < 2 or len(v.complete) < 2:
+        return None
+    ranked = [n for n in importances(v) if n in names]
+    chosen = (ranked + [n for n in names if n not in ranked])[: 2 if len(v.complete) > RANK_MOST else top]
+    drawn = spread(v, RANK_MOST)
+    with _quiet():
+        fig = ov.plot_rank(PlotStudy(v, trials=drawn) if drawn is not v.complete else plot_study(v), params=chosen,
+                           target_name=v.monitor)
+    which = f"; {len(drawn)} of {len(v.complete)} trials" if len(drawn) < len(v.complete) else ""
+    fig.update_layout(title=f"Rank on {v.monitor} over the {len(chosen)} most important parameters{which}",
+                      height=480 if len(chosen) == 2 else 240 * len(chosen))
+    return fig
+
+
+TIMELINE_ATTRS = (BASELINE, STOP_REASON)
+
+
+def timeline_figure(v: StudyView) -> "go.Figure | None":
+    """Optuna's timeline: each trial's start and duration, coloured by state (its hover keeps only the plan
+    name and the stop reason of the user attrs)."""
+    import optuna.visualization as ov
+
+    if not v.trials:
+        return None
+    with _quiet():
+        fig = ov.plot_timeline(PlotStudy(v, attrs=TIMELINE_ATTRS))
+    fig.update_layout(title=f"Timeline ({len(v.trials)} trials, by state)", height=440)
     return fig
 
 
@@ -147,3 +352,20 @@ def curves_figure(v: StudyView, top: int = MAX_CURVES) -> "go.Figure | None":
         fig.add_trace(go.Scatter(x=ep, y=gap, name=f"{label} gap", line={"color": color}, legendgroup=label, showlegend=False), row=2, col=1)
     fig.update_layout(title="Learning curves of the top trials and the plans", height=620, xaxis2_title="epoch")
     return fig
+
+
+FIGURES = (("fig-history", history_figure), ("fig-importances", importance_figure), ("fig-parallel", parallel_figure),
+           ("fig-slice", slice_figure), ("fig-rank", rank_figure), ("fig-timeline", timeline_figure),
+           ("fig-curves", curves_figure))
+
+
+def report_figures(v: StudyView) -> list[tuple[str, "go.Figure"]]:
+    """The report's figures in order, each with its HTML id (``fig-history``, ``fig-importances``,
+    ``fig-parallel``, ``fig-slice``, ``fig-rank``, ``fig-timeline``, ``fig-curves``); those with nothing to
+    draw are left out."""
+    out = []
+    for div_id, make in FIGURES:
+        fig = make(v)
+        if fig is not None:
+            out.append((div_id, fig))
+    return out

@@ -4,8 +4,9 @@ Sections: summary; success targets (per level: met or not, by which trial, on va
 plans vs tuned (each named baseline against the best trial, improvement %);
 multi-seed re-evaluation on the test split (when ``hpo reevaluate`` ran); ablations (one knob at a time around a
 baseline, :mod:`~hpo.analysis.ablation`); the figures of
-:mod:`~hpo.analysis.figures` (optimisation history, parameter importances, parallel coordinates, slice
-plots, learning curves of the top trials with their train/val gap); curve diagnosis. The store is read
+:mod:`~hpo.analysis.figures` (the optimisation history with the plans marked; Optuna's own importances,
+parallel coordinates, slice, rank and timeline plots; learning curves of the top trials with their
+train/val gap); curve diagnosis. The store is read
 once (:class:`~hpo.analysis.view.StudyView`); plotly.js is embedded once. The same curves and diagnosis go
 to optuna-dashboard through :mod:`~hpo.analysis.dashboard`.
 """
@@ -45,7 +46,7 @@ def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "
     import plotly.offline
 
     from hpo.analysis.ablation import ablation_html
-    from hpo.analysis.figures import curves_figure, history_figure, importance_figure, parallel_figure, slice_figure
+    from hpo.analysis.figures import report_figures
     from hpo.analysis.diagnosis import diagnose_study
 
     v = StudyView(ostudy)
@@ -78,10 +79,9 @@ def build_report(ostudy: "optuna.Study", out: str | Path, storage_label: str = "
 
     parts.append(ablation_html(v))  # "" for a study without ablation runs
 
-    figs = [history_figure(v), importance_figure(v), parallel_figure(v), slice_figure(v), curves_figure(v)]
-    for fig in figs:
-        if fig is not None:
-            parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+    for div_id, fig in report_figures(v):  # each in a scrolling box: a wide slice or rank plot stays inside the page
+        parts.append("<div class='figure' style='overflow-x:auto'>"
+                     + fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id) + "</div>")
 
     diag = diagnose_study(v.trials, metric=v.metric, direction=v.monitor_direction)
     parts.append("<h2>Curve diagnosis</h2>")

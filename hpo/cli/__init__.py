@@ -17,9 +17,20 @@ import sys
 import time
 
 from hpo import __version__
-from hpo.cli import run, inspect, train, results  # noqa: F401, I001  (each registers its commands; `hpo --help` order)
+from hpo.cli import run, inspect, train, results, schema, data, tensorboard, completion  # noqa: F401, I001  (each registers its commands; `hpo --help` order)
 from hpo.cli._registry import COMMANDS
 from hpo.errors import HpoError
+
+
+STORAGE_ENV = "HPO_STORAGE"  # a storage URL used wherever --storage is, when --storage is not given
+
+# The global flags: on the top-level parser (``hpo -v run s.yaml``) and again on every subcommand's parser
+# (``hpo run s.yaml -v``) under their own dests, merged by :func:`_merge_global_flags`.
+_GLOBAL_FLAGS = (
+    (("-v", "--verbose"), dict(action="count", default=0, help="more log output (-vv: debug)")),
+    (("-q", "--quiet"), dict(action="store_true", help="only warnings and errors")),
+    (("--debug",), dict(action="store_true", help="show tracebacks of errors")),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,14 +39,58 @@ def build_parser() -> argparse.ArgumentParser:
         description="fusion-hpo: hyperparameter optimisation for multimodal fusion models",
     )
     parser.add_argument("--version", action="version", version=f"fusion-hpo {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    for flags, kw in _GLOBAL_FLAGS:
+        parser.add_argument(*flags, **kw)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.configure(p)
+        _add_global_flags(p)
     return parser
+
+
+def _add_global_flags(p: argparse.ArgumentParser) -> None:
+    """The global flags on a subcommand's parser (and its own subcommands'), stored as ``sub_<dest>`` so they
+    add to the top-level ones instead of replacing them; ``--storage`` says that HPO_STORAGE stands in for it."""
+    group = p.add_argument_group("global options (also before the command)")
+    for flags, kw in _GLOBAL_FLAGS:
+        free = [f for f in flags if f not in p._option_string_actions]  # a command's own flag wins
+        if free:
+            dest = "sub_" + flags[-1].lstrip("-")
+            group.add_argument(*free, dest=dest, **{**kw, "default": argparse.SUPPRESS})
+    storage = p._option_string_actions.get("--storage")
+    if storage is not None and STORAGE_ENV not in (storage.help or ""):
+        storage.help = (storage.help or "storage URL") + f"; ${STORAGE_ENV} when not given"
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_global_flags(child)
+
+
+def _merge_global_flags(args: argparse.Namespace) -> None:
+    """``-v`` counts wherever it is given (``hpo -v run s.yaml -v`` is -vv); -q and --debug hold if given anywhere."""
+    args.verbose = args.verbose + vars(args).pop("sub_verbose", 0)
+    args.quiet = args.quiet or vars(args).pop("sub_quiet", False)
+    args.debug = args.debug or vars(args).pop("sub_debug", False)
+
+
+def _storage_from_env(args: argparse.Namespace) -> None:
+    """``$HPO_STORAGE`` for a command that takes ``--storage`` and was not given it. Precedence: --storage >
+    HPO_STORAGE > the study file's ``storage:`` > sqlite:///runs/hpo.db. A URL with a secret is refused
+    (exit 2, redacted) like one given with --storage."""
+    import os
+
+    if "storage" not in vars(args) or args.storage:
+        return
+    url = os.environ.get(STORAGE_ENV, "").strip()
+    if url:
+        from hpo.spec.urls import check_url
+
+        try:
+            check_url(url)
+        except HpoError as e:
+            raise type(e)(f"${STORAGE_ENV}: {e}") from None
+        args.storage = url
 
 
 class _Handler(logging.StreamHandler):
@@ -74,6 +129,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _merge_global_flags(args)
     if not args.command:
         parser.print_help()
         return 2
@@ -85,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     try:
+        _storage_from_env(args)
         if args.command in ("run", "worker", "train"):
             with graceful_sigint():
                 return COMMANDS[args.command].run(args)

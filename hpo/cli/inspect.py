@@ -70,10 +70,14 @@ def _describe_plan(study) -> None:
 def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study_name", metavar="STUDY", nargs="?", help="one study (default: all)")
     p.add_argument("--storage", default=None, help="storage URL (default sqlite:///runs/hpo.db)")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="an aligned table (default) or JSON (every study: counts, best, targets; plan stages)")
 
 
 @command("status", "studies in a store: trial counts by state and best values", _status_args)
 def cmd_status(args: argparse.Namespace) -> int:
+    import math
+
     import optuna
 
     from hpo.run.budget import budget_of
@@ -83,6 +87,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from hpo.spec.urls import redact
     from hpo.store.storage import open_storage
 
+    as_json = getattr(args, "format", "table") == "json"
     url = args.storage or DEFAULT_STORAGE
     storage = open_storage(url, heartbeat=False)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
@@ -94,8 +99,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             from hpo.store.stored import load_stored_study
 
             load_stored_study(url, args.study_name)  # raises with the known names
-    out(f"{redact(url)}: {len(summaries)} stud{'y' if len(summaries) == 1 else 'ies'}")
-    out(f"{'study':<28s} {'complete':>8s} {'pruned':>7s} {'failed':>7s} {'running':>8s} {'queued':>7s}  best")
+    if not as_json:
+        out(f"{redact(url)}: {len(summaries)} stud{'y' if len(summaries) == 1 else 'ies'}")
+        out(f"{'study':<28s} {'complete':>8s} {'pruned':>7s} {'failed':>7s} {'running':>8s} {'queued':>7s}  best")
+    studies = []
     for s in summaries:
         st = optuna.load_study(study_name=s.study_name, storage=storage)
         trials = st.get_trials(deepcopy=False)
@@ -103,6 +110,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         fail = sum(t.state.name == "FAIL" for t in trials)
         pruned = sum(t.state.name == "PRUNED" for t in trials)
         top = best_trials(st)  # the trials it trained itself (not warm-start copies of an earlier stage's)
+        directions = [d.name.lower() for d in s.directions]
+        targets = targets_met(st, trials)
+        if as_json:
+            studies.append({
+                "name": s.study_name, "directions": directions, "plan": _plan_of(s),
+                "trials": len(trials), "complete": b.complete, "pruned": pruned, "failed": fail,
+                "running": b.running, "queued": b.waiting,
+                "best": ({"trial": top[0].number, "value": top[0].value, "direction": directions[0]}
+                         if len(directions) == 1 and top else None),
+                "pareto": ([{"trial": t.number, "values": list(t.values)} for t in top]
+                           if len(directions) > 1 else None),
+                "targets": targets,
+            })
+            continue
         if len(s.directions) == 1 and top:
             best = f"#{top[0].number} {top[0].value:.5g} ({s.direction.name.lower()})"
         elif len(s.directions) > 1:
@@ -110,12 +131,28 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             best = "-"
         out(f"{s.study_name:<28s} {b.complete:>8d} {pruned:>7d} {fail:>7d} {b.running:>8d} {b.waiting:>7d}  {best}")
-        print_targets(targets_met(st, trials), indent="  ")
-    from hpo.plan.status import plan_status_lines
+        print_targets(targets, indent="  ")
+    from hpo.plan.status import plan_status, plan_status_lines
 
-    for plan in dict.fromkeys(p for p in map(_plan_of, summaries) if p):
-        for line in plan_status_lines(url, plan):
-            out(line)
+    plans = list(dict.fromkeys(p for p in map(_plan_of, summaries) if p))
+    if not as_json:
+        for plan in plans:
+            for line in plan_status_lines(url, plan):
+                out(line)
+        return 0
+
+    def plain(value):  # JSON proper: NaN/inf -> null, tuples -> lists, anything else -> its string
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value if value is None or isinstance(value, (str, int, bool)) else str(value)
+
+    doc = {"storage": redact(url), "studies": studies,
+           "plans": [{"name": plan, "stages": plan_status(url, plan)} for plan in plans]}
+    out(json.dumps(plain(doc), indent=2, allow_nan=False))
     return 0
 
 

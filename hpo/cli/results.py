@@ -100,9 +100,8 @@ def _narrow_args(p: argparse.ArgumentParser) -> None:
 def cmd_narrow(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hpo.plan.narrow import narrow_space
+    from hpo.plan.narrow import narrow_space, narrowed_yaml
     from hpo.spec import load_space
-    from hpo.spec.yaml_io import dump_yaml
     from hpo.store.stored import StoredStudy
 
     url, ostudy = _stored(args)
@@ -110,10 +109,12 @@ def cmd_narrow(args: argparse.Namespace) -> int:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# search space narrowed by `hpo narrow {args.study_name} --top {args.top} --margin {args.margin:g}`\n"
-    out_path.write_text(header + dump_yaml(space))
+    text, source = narrowed_yaml(ostudy, space, header)
+    out_path.write_text(text)
     stored = StoredStudy(ostudy)
     load_space(out_path, stored.task_class, stored.spec.get("training"))  # the new space must be valid
-    out(f"wrote {out_path}: narrowed around trials #{', #'.join(map(str, facts['top']))}")
+    out(f"wrote {out_path}: narrowed around trials #{', #'.join(map(str, facts['top']))}"
+        + (f" (an edited copy of {source}: its comments and layout kept)" if source else ""))
     for name, ch in facts["changed"].items():
         out(f"  {name:<28s} {ch['from']}  ->  {ch['to']}")
     if facts["unchanged"]:

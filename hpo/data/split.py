@@ -9,6 +9,13 @@ order) and ``"floor"`` (ALIGNN: ``max(1, floor(f n))`` for each fraction > 0; th
 first). A fraction that leaves a part empty is a :class:`hpo.errors.DataError` naming the fewest items
 that would do. Indices come back sorted, as numpy int64 arrays; :func:`cut` cuts a permutation drawn
 elsewhere (e.g. by a generator that also made the data) into runs, keeping its order.
+
+Fixed splits, for results set beside a benchmark's: :func:`read_split_file` reads a ``split_file`` (a JARVIS
+leaderboard JSON ``{"train": {id: target}, "val": ..., "test": ...}``, lists of ids or row indices, ALIGNN's
+``ids_train_val_test.json``, or a CSV of ``id,split`` rows) and checks its shape, :func:`explicit_split`
+matches its entries to a dataset's ids (or row indices), :func:`labels_split` reads a ``split_field``
+(one ``train`` / ``val`` / ``test`` per record), and :func:`alignn_split` is ALIGNN's own seeded random split.
+Their errors read ``file: task.dataset.split_file: what must hold, but got X``.
 """
 
 from __future__ import annotations
@@ -116,3 +123,201 @@ def chronological_split(n: int, train_fraction: float, val_fraction: float) -> d
     n_train = int(round(n * train_fraction))
     n_val = int(round(n * val_fraction))
     return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+
+
+# ------------------------------------------------------------------------------------ explicit splits
+#: how split files and split fields may name a part (ALIGNN's ids_train_val_test.json uses id_train ...)
+SPLIT_NAMES = {"train": "train", "id_train": "train", "val": "val", "valid": "val", "validation": "val",
+               "id_val": "val", "test": "test", "id_test": "test"}
+SPLIT_FILE_KEY = "task.dataset.split_file"
+SPLIT_FIELD_KEY = "task.dataset.split_field"
+_FILE_SHAPES = ('a JSON object {"train": ..., "val": ..., "test": ...} whose values are lists of ids (or row indices) '
+                "or objects keyed by id (the JARVIS leaderboard's shape), or a CSV of 'id,split' rows")
+
+
+def _more(items: list[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
+
+
+def read_split_file(path: Any) -> dict[str, list[Any]]:
+    """The entries (ids or row indices, as written) of each part ``train`` / ``val`` / ``test`` of a split
+    file, in file order. JSON: an object with the three parts (``id_train`` ... and ``valid`` are read too)
+    whose values are lists, or objects keyed by id (the JARVIS leaderboard's ``{"train": {id: target}}``);
+    CSV: rows ``id,split`` with an optional header row. A file that is missing or malformed, a part that is
+    missing or empty, an entry listed twice or in two parts is a :class:`DataError`
+    ``path: task.dataset.split_file: what must hold, but got X``."""
+    import csv
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    at = f"{path}: {SPLIT_FILE_KEY}"
+    if not path.is_file():
+        raise DataError(f"{at}: must be an existing file ({_FILE_SHAPES}), but got {path} (no such file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{at}: must be a readable UTF-8 file, but got {type(e).__name__}: {e}") from None
+    parts: dict[str, list[Any]] = {}
+    if path.suffix.lower() == ".csv":
+        try:
+            rows = [(k + 1, row) for k, row in enumerate(csv.reader(text.splitlines())) if any(c.strip() for c in row)]
+        except csv.Error as e:
+            raise DataError(f"{at}: must be a CSV of 'id,split' rows, but got {e}") from None
+        if rows and len(rows[0][1]) == 2 and rows[0][1][1].strip().lower() not in SPLIT_NAMES:
+            rows = rows[1:]  # a header row, e.g. "id,split"
+        bad = [f"row {line} = {','.join(row)!r}" for line, row in rows
+               if len(row) != 2 or not row[0].strip() or row[1].strip().lower() not in SPLIT_NAMES]
+        if bad:
+            raise DataError(f"{at}: must be 'id,split' rows with split one of train, val, test, but got {_more(bad)}")
+        for _, (ident, name) in rows:
+            parts.setdefault(SPLIT_NAMES[name.strip().lower()], []).append(ident.strip())
+    else:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError, ValueError) as e:
+            raise DataError(f"{at}: must be {_FILE_SHAPES}, but got invalid JSON ({str(e)[:120]})") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{at}: must be {_FILE_SHAPES}, but got a JSON {type(data).__name__}")
+        unknown = [repr(k) for k in data if k not in SPLIT_NAMES]
+        if unknown:
+            raise DataError(f"{at}: must have only the keys train, val, test (or id_train, id_val, id_test), but got {_more(unknown)}")
+        for key, value in data.items():
+            name = SPLIT_NAMES[key]
+            if name in parts:
+                raise DataError(f"{at}: must name each split once, but got {name} twice (as {key!r})")
+            if isinstance(value, dict):
+                value = list(value)
+            if not isinstance(value, list) or any(isinstance(v, (bool, dict, list)) or v is None for v in value):
+                raise DataError(f"{at}: {key} must be a list of ids or row indices, or an object keyed by id, "
+                                f"but got {json.dumps(value)[:80]}")
+            parts[name] = value
+    missing = [name for name in NAMES if not parts.get(name)]
+    if missing:
+        raise DataError(f"{at}: must list at least one entry in each of train, val and test, but got "
+                        + ", ".join(f"{'an empty' if name in parts else 'no'} {name} split" for name in missing))
+    seen: dict[str, str] = {}
+    dup: list[str] = []
+    for name in NAMES:
+        for entry in parts[name]:
+            key = str(entry)
+            if key in seen:
+                dup.append(f"{key!r} in {seen[key]}{' again' if seen[key] == name else f' and {name}'}")
+            else:
+                seen[key] = name
+    if dup:
+        raise DataError(f"{at}: must list each entry once, in one split (splits must not overlap), but got {_more(dup)}")
+    return {name: parts[name] for name in NAMES}
+
+
+def labels_split(labels: Sequence[Any], label: str, ids: Sequence[Any] | None = None) -> dict[str, "np.ndarray"]:
+    """Sorted indices of each part from one label per item (``train`` / ``val`` / ``test``, or an alias).
+    An item whose label names no split, or a part left empty, is a :class:`DataError` naming ``label``
+    (``file: task.dataset.split_field``)."""
+    import numpy as np
+
+    codes = np.full(len(labels), -1, dtype=np.int8)
+    bad: list[str] = []
+    for i, value in enumerate(labels):
+        name = SPLIT_NAMES.get(str(value).strip().lower()) if isinstance(value, (str, int)) else None
+        if name is None:
+            bad.append(f"record {i}{f' (id {ids[i]})' if ids is not None else ''} = {value!r}")
+        else:
+            codes[i] = NAMES.index(name)
+    if bad:
+        raise DataError(f"{label}: {SPLIT_FIELD_KEY}: every record's value must be train, val or test, but got {_more(bad)}")
+    parts = {name: np.flatnonzero(codes == k).astype(np.int64) for k, name in enumerate(NAMES)}
+    empty = [name for name in NAMES if not len(parts[name])]
+    if empty:
+        raise DataError(f"{label}: {SPLIT_FIELD_KEY}: must give at least one record to each of train, val and test, "
+                        f"but got none in {', '.join(empty)}")
+    return parts
+
+
+def explicit_split(parts: dict[str, list[Any]], n: int, ids: Sequence[Any] | None, label: str,
+                   what: str = "records", file: Any = None) -> dict[str, "np.ndarray"]:
+    """Sorted indices of each part of a split file's entries (:func:`read_split_file`) over ``n`` items:
+    matched to ``ids`` (as strings) when the data has ids, else 0-based row indices ``0 .. n - 1``.
+    An entry that names no item (or an id that several items share) is a :class:`DataError`
+    ``file: task.dataset.split_file: ...`` (``file``: the split file, else ``label``, the data); items the
+    file does not list take part in no split."""
+    import logging
+
+    import numpy as np
+
+    at = f"{file or label}: {SPLIT_FILE_KEY}"
+    what = f"{what} of {label}" if file else what
+    out: dict[str, np.ndarray] = {}
+    unknown: list[str] = []
+    if ids is not None:
+        index: dict[str, int] = {}
+        shared: set[str] = set()
+        for i, ident in enumerate(ids):
+            key = str(ident)
+            if key in index:
+                shared.add(key)
+            index[key] = i
+        ambiguous = sorted({str(e) for entries in parts.values() for e in entries} & shared)
+        if ambiguous:
+            raise DataError(f"{at}: must name ids that one record each carries, but got ids shared by several {what}: "
+                            f"{_more([repr(a) for a in ambiguous])}")
+        for name in NAMES:
+            found = [index.get(str(e)) for e in parts[name]]
+            unknown += [f"{e!r} ({name})" for e, i in zip(parts[name], found) if i is None]
+            out[name] = np.sort(np.asarray([i for i in found if i is not None], dtype=np.int64))
+        if unknown:
+            raise DataError(f"{at}: must name ids of the {what} ({n} usable; e.g. {', '.join(repr(str(i)) for i in list(ids)[:3])}), "
+                            f"but got {len(unknown)} unknown: {_more(unknown)}")
+    else:
+        for name in NAMES:
+            rows = []
+            for e in parts[name]:
+                try:
+                    i = int(e) if not isinstance(e, float) or e.is_integer() else None
+                except (TypeError, ValueError):
+                    i = None
+                if i is None or not 0 <= i < n:
+                    unknown.append(f"{e!r} ({name})")
+                else:
+                    rows.append(i)
+            out[name] = np.sort(np.asarray(rows, dtype=np.int64))
+        if unknown:
+            raise DataError(f"{at}: must name row indices 0 .. {n - 1} of the {what} (they have no ids), "
+                            f"but got {len(unknown)} out of range or not integers: {_more(unknown)}")
+        if any(len(set(out[name].tolist())) != len(out[name]) for name in NAMES):
+            raise DataError(f"{at}: must list each row once, but got a row twice (as 1 and 1.0?)")
+    unused = n - sum(len(v) for v in out.values())
+    if unused:
+        logging.getLogger(__name__).info("%s: %d of %d %s are in no split of %s (not used)", label, unused, n, what,
+                                         SPLIT_FILE_KEY)
+    return out
+
+
+def alignn_split(n: int, split_seed: int = 123, train_ratio: float | None = None, val_ratio: float = 0.1,
+                 test_ratio: float = 0.1, *, label: str = "task.dataset", what: str = "usable records") -> dict[str, "np.ndarray"]:
+    """ALIGNN's random split (``alignn.data.get_id_train_val_test``, keep_data_order false), reproduced
+    exactly: ``list(range(n))`` shuffled by Python's ``random.seed(split_seed); random.shuffle``; ``n_train =
+    int(train_ratio n)`` (``train_ratio`` None: ``1 - val_ratio - test_ratio``), ``n_val = int(val_ratio n)``,
+    ``n_test = int(test_ratio n)``; train is the first ``n_train`` of the order, val the ``n_val`` before the
+    last ``n_test``, test the last ``n_test`` (items between train and val are in no split). The global
+    ``random`` state is left alone. Sorted indices; an empty part is a :class:`DataError`."""
+    import random
+
+    import numpy as np
+
+    if train_ratio is None:
+        train_ratio = 1 - val_ratio - test_ratio
+    n_train, n_test, n_val = int(train_ratio * n), int(test_ratio * n), int(val_ratio * n)
+    order = list(range(n))
+    random.Random(split_seed).shuffle(order)
+    if n_train + n_val + n_test > n:
+        raise DataError(f"{label}: task.dataset.split: alignn needs n_train + n_val + n_test <= the {what}, but got "
+                        f"{n_train} + {n_val} + {n_test} > {n}")
+    parts = {"train": order[:n_train],
+             "val": order[-(n_val + n_test):-n_test] if n_test > 0 else order[-(n_val + n_test):] if n_val else [],
+             "test": order[-n_test:] if n_test > 0 else []}
+    empty = [name for name in NAMES if not parts[name]]
+    if empty:
+        raise DataError(f"{label}: task.dataset.split: alignn must leave no split empty (int(fraction x {n}) {what} each), but got "
+                        f"an empty {', '.join(empty)} split (train {n_train}, val {n_val}, test {n_test})")
+    return {name: np.sort(np.asarray(parts[name], dtype=np.int64)) for name in NAMES}

@@ -7,11 +7,17 @@ to the step; categories and booleans that never appear in the top are dropped. P
 top trial used keep their original definition. The top trials become baselines of the new space
 (``phase1_trial_N``), with the original baselines that still fit. The result is validated as a space
 of the study's task before it is written.
+
+:func:`narrowed_yaml` writes it: where the study's space file (the record's ``space_file``) is still there,
+by editing a round-trip copy of it, so its comments, key order and layout stay and only the narrowed
+params, the baselines and the description are rewritten; else (an inline space, a file gone or unreadable)
+as a new YAML document.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -20,6 +26,8 @@ from hpo.store.record import BASELINE, OVERRIDES
 
 if TYPE_CHECKING:
     import optuna
+
+logger = logging.getLogger(__name__)
 
 
 def narrow_space(ostudy: "optuna.Study", top: int, margin: float = 0.1) -> tuple[dict, dict]:
@@ -140,3 +148,32 @@ def _describe(p: dict) -> str:
     if p["type"] == "bool":
         return "true/false"
     return "{" + ", ".join(map(str, p["choices"])) + "}"
+
+
+def narrowed_yaml(ostudy: "optuna.Study", space: dict, header: str = "") -> tuple[str, str | None]:
+    """(the text of the narrowed ``space``, the space file it was edited from, or None where it was written anew)."""
+    from pathlib import Path
+
+    from hpo.errors import SpecError
+    from hpo.spec.yaml_io import MAX_BYTES, dump_yaml, edit_yaml
+    from hpo.store.stored import StoredStudy
+
+    stored = StoredStudy(ostudy)
+    source = stored.record.get("space_file")
+    if source and Path(source).is_file():
+        written = (stored.spec.get("space") or {}).get("params") or {}
+        params = {}  # a parameter written as a list of choices stays one (``hidden: [8, 16]``)
+        for name, q in (space.get("params") or {}).items():
+            shorthand = isinstance(written.get(name), list) and isinstance(q, dict) and set(q) == {"type", "choices"}
+            params[name] = list(q["choices"]) if shorthand and q["type"] == "categorical" else q
+        space = {**space, "params": params} if "params" in space else space
+        try:
+            with open(source, "rb") as f:
+                text = f.read(MAX_BYTES + 1).decode("utf-8")
+            edited = edit_yaml(text, space, source)
+        except (OSError, UnicodeDecodeError, SpecError) as e:
+            logger.warning("%s: not edited in place (%s); the narrowed space is written anew", source, e)
+            edited = None
+        if edited is not None:
+            return header + edited, source
+    return header + dump_yaml(space), None

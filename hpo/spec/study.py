@@ -103,7 +103,19 @@ class Study:
         return len(self.objectives) > 1
 
     def storage_url(self, override: str | None = None) -> str:
-        return override or self.spec.storage or DEFAULT_STORAGE
+        """Where the study is stored: ``override`` (``--storage``), else ``$HPO_STORAGE`` (refused, redacted,
+        when it holds a secret), else the study file's ``storage:``, else ``sqlite:///runs/hpo.db``."""
+        if override:
+            return override
+        import os
+
+        env = os.environ.get("HPO_STORAGE", "").strip()
+        if env:
+            from hpo.spec.urls import check_url
+
+            check_url(env)
+            return env
+        return self.spec.storage or DEFAULT_STORAGE
 
     def artifacts_dir(self, override: str | None = None) -> str:
         return override or self.spec.artifacts or DEFAULT_ARTIFACTS
@@ -338,7 +350,27 @@ def _study_rules(spec: StudySpec, problems: list[Problem]) -> None:
 
 
 def apply_sets(raw: dict, sets: Iterable[str], fname: str) -> dict:
-    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of ``raw``."""
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of ``raw``.
+
+    A new key, or a value of the same kind as the one it replaces (mapping, list, or scalar: any string, number,
+    bool), is set; a list item is addressed by its index (``objectives.0.metric``). Replacing a mapping or a
+    list with a value of another kind (``--set space=x`` when ``space:`` is a mapping), or a path through a
+    scalar (``--set seed.x=1``), is refused (``Problem("--set", ..., item)``, exit 2): it would silently drop
+    what the file says. A key that holds null takes any value."""
+    from hpo.errors import show
+
+    def kind(value: Any) -> str:
+        return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else "a scalar"
+
+    def slot(node: Any, part: str, where: list[str]) -> tuple[Any, str | None]:
+        """(the key or index of ``part`` in ``node``, None), or (None, the problem)."""
+        if isinstance(node, list):
+            if part.isdigit() and int(part) < len(node):
+                return int(part), None
+            return None, (f"{'.'.join(where)} is a list of {len(node)} items: address an item by its index "
+                          f"0..{len(node) - 1}, not {part!r}")
+        return part, None
+
     sets = list(sets)
     if not sets:
         return raw
@@ -346,16 +378,38 @@ def apply_sets(raw: dict, sets: Iterable[str], fname: str) -> dict:
     problems = []
     for item in sets:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        parts = [p.strip() for p in key.strip().split(".")]
+        if not sep or not key.strip() or not all(parts):
             problems.append(Problem("--set", "must be KEY.PATH=VALUE", item))
             continue
-        node = out
-        parts = key.strip().split(".")
+        value = loads_yaml(text, "--set") if text.strip() else None
+        node: Any = out
+        where: list[str] = []
+        problem = None
         for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = loads_yaml(text, "--set") if text.strip() else None
+            index, problem = slot(node, part, where)
+            if problem:
+                break
+            where.append(part)
+            if isinstance(node, dict) and node.get(index) is None:
+                node[index] = {}
+            child = node[index]
+            if not isinstance(child, (dict, list)):
+                problem = (f"{'.'.join(where)} is a scalar ({show(child)}) in the file: a key path cannot go "
+                           "through it (set the whole value instead)")
+                break
+            node = child
+        if problem is None:
+            index, problem = slot(node, parts[-1], where)
+        if problem is None:
+            old = node[index] if isinstance(node, list) else node.get(index)
+            if old is not None and kind(old) != kind(value):
+                problem = (f"{'.'.join(parts)} is {kind(old)} in the file and cannot be replaced by {kind(value)} "
+                           f"({show(value)}); set a value of the same kind, or a key inside it")
+            else:
+                node[index] = value
+        if problem:
+            problems.append(Problem("--set", problem, item))
     if problems:
         raise SpecError(problems, fname)
     return out

@@ -59,6 +59,7 @@ BASELINE = "baseline"  # the name of the baseline an enqueued trial runs
 RERUN_OF = "rerun_of"  # number of the interrupted trial this one runs again
 WORKER = "worker"  # host:pid
 SAMPLER_SEED = "sampler_seed"  # the seed of the worker's sampler
+RAY_NODE = "ray_node"  # the Ray node id a trial ran on (Ray backend)
 WORKER_INDEX = "worker_index"  # the worker's number, where it has one (``hpo run`` with one worker: 0)
 CURVES = "curves"  # every train/val metric, lr and epoch time per epoch
 METRICS = "metrics"  # every metric at the best epoch

@@ -63,9 +63,46 @@ def _entry_points():
     return entry_points(group=ENTRY_POINT_GROUP)
 
 
+DISTRIBUTION = "fusion-hpo"  # the distribution that ships hpo and the built-in families (import name ``models``)
+
+
+def _check_not_shadowed(ep) -> None:
+    """Refuse a built-in family whose import package is hidden: the built-ins import as ``models.*``, a common
+    name, so a user's own ``models/`` folder earlier on ``sys.path`` (the current folder, PYTHONPATH) would be
+    imported instead. An entry point of the distribution fusion-hpo must resolve inside it (next to ``hpo``);
+    else a :class:`~hpo.errors.UsageError` names both paths. Nothing of the found package is imported."""
+    import importlib.util
+    from pathlib import Path
+
+    dist = getattr(ep, "dist", None)
+    if dist is None or (dist.metadata["Name"] or "").lower().replace("_", "-") != DISTRIBUTION:
+        return
+    top = ep.value.partition(":")[0].strip().split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return  # not importable at all: the loader reports it
+    found = Path(next(iter(spec.submodule_search_locations or []), None) or spec.origin or "").resolve()
+    import hpo
+
+    # hpo and the built-ins are installed side by side (site-packages, or the checkout of an editable install);
+    # not the distribution's own location: an editable install's metadata lies in site-packages, its code not
+    home = Path(hpo.__file__).resolve().parent.parent
+    if not (found == home / top or home / top in found.parents):
+        from hpo.errors import UsageError
+
+        raise UsageError(
+            f"task {ep.name}: the import name {top!r} resolves to {found}, which hides {DISTRIBUTION}'s built-in "
+            f"families at {home / top} (a folder named {top}/ earlier on sys.path: the current folder or "
+            f"PYTHONPATH); rename that folder or take it off the path")
+
+
 def _load_entry_point(name: str) -> None:
     for ep in _entry_points():
         if ep.name == name:
+            _check_not_shadowed(ep)
             try:
                 cls = ep.load()
             except ModuleNotFoundError as e:  # declared by a package whose code is gone (e.g. a deleted family)

@@ -10,7 +10,11 @@
 
 Every format also takes the split: ``val_fraction`` / ``test_fraction`` (ALIGNN's 0.1 / 0.1) and
 ``split_seed``, the same for every trial of a study, and ``max_samples`` (a random subset, for quick
-looks). Paths are relative to the study file.
+looks); ``split: alignn`` gives ALIGNN's exact random split instead (:func:`hpo.data.split.alignn_split`,
+with ``train_fraction`` as ALIGNN's ``train_ratio``). An explicit split replaces the random one:
+``split_file`` (ids per part, e.g. a JARVIS leaderboard file; ids are the records' ids: ``jid``, the file
+names, dcdft's names) or, for ``jarvis_json``, ``split_field`` (a record field holding train / val / test).
+Paths are relative to the study file.
 
 Data files come from strangers, so every record is checked as it is read, and a malformed one is an
 error naming the file, the record (index and id) or row (line number) and what must hold — never a
@@ -32,10 +36,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Optional
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hpo.data.validate import MAX_LISTED, require_finite, where
 from hpo.errors import DataError, Problem, closest, show
+from hpo.data.dataset import SplitField, SplitFile, key_error
 from hpo.tasks import DataPath, DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -59,6 +64,7 @@ class RawStructure:
     description: Optional[str] = None
     where: str = ""  # how messages name the structure: "file: record 3 (id JVASP-1)"
     target_where: str = ""  # how messages name the target, when not `where` (an id_prop.csv row)
+    split: Any = None  # the record's split_field value (train / val / test), when the study names one
 
 
 def target_value(rec: RawStructure, name: Optional[str]) -> Optional[float]:
@@ -123,17 +129,37 @@ class CrystalTextDataset(DatasetSpec):
 
 
 
-class _SplitSettings(CrystalTextDataset):
+class _SplitSettings(CrystalTextDataset, SplitFile):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of samples in the validation split")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of samples in the held-out test split")
     split_seed: int = Field(123, description="seed of the random split (ALIGNN's default random_seed)")
     max_samples: Optional[int] = Field(None, ge=3,
                                        description="use a random subset of this many samples (after filtering); null: all")
+    split: Literal["random", "alignn"] = Field(
+        "random", description="random: this service's seeded split (numpy); alignn: ALIGNN's get_id_train_val_test exactly "
+                              "(Python's random.shuffle with split_seed, int(fraction x n) per part), the same test set as "
+                              "an ALIGNN run with that random_seed and these ratios")
+    train_fraction: Optional[float] = Field(
+        None, gt=0.0, le=1.0, description="split: alignn only: ALIGNN's train_ratio (null: 1 - val_fraction - test_fraction)")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("val_fraction", "test_fraction")
+    split_file_ids: ClassVar[str] = "record ids (jarvis_json: the id_field, jid; alignn_folder and ase_files: the file names; dcdft: the names)"
+    random_split_settings: ClassVar[tuple[str, ...]] = ("split_seed", "max_samples", "split", "train_fraction")
+
+    @model_validator(mode="after")
+    def _alignn_split_settings(self):
+        if self.train_fraction is not None and self.split != "alignn":
+            raise key_error(self, "train_fraction", f"is read by split: alignn only (split is {self.split!r})")
+        if self.split == "alignn":
+            if self.max_samples is not None:
+                raise key_error(self, "max_samples", "must not be set with split: alignn (it splits every usable record, as ALIGNN does)")
+            if self.train_fraction is not None and self.train_fraction + self.val_fraction + self.test_fraction > 1:
+                raise key_error(self, "train_fraction", f"must leave train_fraction + val_fraction + test_fraction <= 1 (ALIGNN's "
+                                f"rule; val {self.val_fraction:g}, test {self.test_fraction:g})")
+        return self
 
 
-class JarvisJsonDataset(_SplitSettings):
+class JarvisJsonDataset(_SplitSettings, SplitField):
     """JARVIS-DFT records, e.g. ``dft_3d.json``: a JSON list (optionally .gz) of dicts with ``atoms``
     = {lattice_mat, coords, elements, cartesian} and one field per property."""
 
@@ -193,6 +219,9 @@ class JarvisJsonDataset(_SplitSettings):
         if field is not None and field not in rec:
             raise DataError(f"{at}: must have the target field {field!r} (\"na\" where the value is missing), but got "
                             f"no such field (fields: {_keys(rec)})")
+        if self.split_field is not None and self.split_field not in rec:
+            raise DataError(f"{at}: task.dataset.split_field: every record must have the field {self.split_field!r} "
+                            f"(train, val or test), but got no such field (fields: {_keys(rec)})")
         desc = rec.get(self.description_field)
         return RawStructure(
             id=str(rec.get(self.id_field, k)),
@@ -203,6 +232,7 @@ class JarvisJsonDataset(_SplitSettings):
             target=rec.get(field) if field else None,
             description=desc if isinstance(desc, str) and desc.strip() else None,
             where=at,
+            split=rec.get(self.split_field) if self.split_field is not None else None,
         )
 
     def check(self, target: Optional[str] = None) -> list[Problem]:
@@ -217,6 +247,9 @@ class JarvisJsonDataset(_SplitSettings):
         if not isinstance(first, dict) or not isinstance(first.get(self.atoms_field), dict):
             keys = sorted(first) if isinstance(first, dict) else []
             return [Problem("atoms_field", f"must name the structure field of the records (fields: {', '.join(keys)})", self.atoms_field)]
+        if self.split_field is not None and self.split_field not in first:
+            return [Problem("split_field", f"must name a field of the JARVIS records (fields: {', '.join(sorted(first))})",
+                            self.split_field)]
         field = self.target_field or target
         if field in first:
             return []

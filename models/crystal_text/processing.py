@@ -4,8 +4,9 @@ Two cache entries per dataset, so a study builds graphs once:
 
 1. *structures* (expensive): every usable record's atom graph, line graph and description, keyed by
    the input files' content digest, the target and the graph/description settings.
-2. *split* (cheap): the split indices (ALIGNN's rule, :func:`hpo.data.split.random_split` with
-   ``rule="floor"``), the vocabulary of the training descriptions, every description's token ids and the
+2. *split* (cheap): the split indices (:func:`hpo.data.split.random_split` with ``rule="floor"``;
+   ``split: alignn``: ALIGNN's own, :func:`hpo.data.split.alignn_split`; or the explicit ``split_file`` /
+   ``split_field``), the vocabulary of the training descriptions, every description's token ids and the
    training target statistics, keyed by entry 1's key plus the split and tokenisation settings.
 
 Both are plain numpy arrays and lists (ragged per-structure arrays are concatenated, with offsets),
@@ -21,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hpo.data.scaling import Standardizer
-from hpo.data.split import random_split
+from hpo.data.split import alignn_split, labels_split, random_split
 from hpo.errors import DataError
 from models.crystal_text.config import CrystalDataConfig
 from models.crystal_text.data import CrystalTextDataset, RawStructure, target_value
@@ -34,7 +35,9 @@ logger = logging.getLogger(__name__)
 #: record checks, so an entry built before them, from a file they refuse, is never a hit)
 PROCESSING_VERSION = 2
 #: dataset settings of the split entry (left out of the structures entry's key)
-SPLIT_FIELDS = ("val_fraction", "test_fraction", "split_seed", "max_samples")
+#: (split_file_digest: the explicit split file's content; split_field changes entry 1, which stores the labels)
+SPLIT_FIELDS = ("val_fraction", "test_fraction", "split_seed", "max_samples", "split", "train_fraction", "split_file",
+                "split_file_digest")
 #: data-config fields each entry depends on (keys by :func:`hpo.data.cache.data_key`)
 STRUCTURE_SETTINGS = ("cutoff", "max_neighbors", "description_source", "symprec", "coordination_tolerance")
 TOKEN_SETTINGS = ("max_text_tokens", "min_token_freq", "max_vocab_size", "lowercase")
@@ -46,7 +49,7 @@ def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: 
     """Read every record, skip (and count) those whose target is documented as missing ("na"), build
     graphs and descriptions. Every malformed record is a line of one :class:`DataError` (up to
     ``MAX_PROBLEMS``), raised before anything is cached."""
-    ids, targets, descriptions = [], [], []
+    ids, targets, descriptions, split_labels = [], [], [], []
     numbers, edge_index, edge_vec, lg_index, lg_cos = [], [], [], [], []
     n_nodes, n_edges, n_lg = [], [], []
     skipped, grown, from_data, n_read = 0, 0, 0, 0
@@ -88,6 +91,7 @@ def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: 
         else:
             from_data += 1
         ids.append(rec.id)
+        split_labels.append(rec.split)
         targets.append(y)
         descriptions.append(text)
         numbers.append(g.numbers)
@@ -115,6 +119,7 @@ def build_structures(spec: CrystalTextDataset, target: Optional[str], data_cfg: 
                     grown, len(ids), data_cfg.cutoff, data_cfg.max_neighbors)
     return {
         "ids": ids,
+        **({"split_labels": split_labels} if getattr(spec, "split_field", None) is not None else {}),
         "targets": np.asarray(targets, dtype=np.float64),
         "descriptions": descriptions,
         "numbers": np.concatenate(numbers),
@@ -147,10 +152,26 @@ def _ptr(counts: list[int]) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
 
 
+def split_parts(structures: dict, spec: CrystalTextDataset) -> dict[str, np.ndarray]:
+    """Sorted indices of train / val / test over the usable records: the explicit split (``split_file``,
+    ``split_field``), ALIGNN's (``split: alignn``) or this service's seeded random split."""
+    n, label = len(structures["ids"]), spec.label()
+    if getattr(spec, "split_file", None) is not None:
+        return spec.read_split(n, structures["ids"], label, what="usable records")
+    if getattr(spec, "split_field", None) is not None:
+        if "split_labels" not in structures:
+            raise DataError(f"{label}: task.dataset.split_field: the records must carry their split, but got an entry "
+                            "built without it (rebuild the cache)")
+        return labels_split(structures["split_labels"], label, ids=structures["ids"])
+    if getattr(spec, "split", "random") == "alignn":
+        return alignn_split(n, spec.split_seed, spec.train_fraction, spec.val_fraction, spec.test_fraction, label=label)
+    return random_split(n, spec.val_fraction, spec.test_fraction, spec.split_seed, rule="floor",
+                        max_items=spec.max_samples, what="usable records", label=label)
+
+
 def build_split(structures: dict, spec: CrystalTextDataset, data_cfg: CrystalDataConfig) -> dict[str, Any]:
     """Split, vocabulary (training descriptions only), token ids and the training target statistics."""
-    parts = random_split(len(structures["ids"]), spec.val_fraction, spec.test_fraction, spec.split_seed, rule="floor",
-                         max_items=spec.max_samples, what="usable records", label=spec.label())
+    parts = split_parts(structures, spec)
     tokens = [tokenize(t, data_cfg.lowercase) for t in structures["descriptions"]]
     vocab = build_vocab((tokens[i] for i in parts["train"]), min_freq=data_cfg.min_token_freq, max_size=data_cfg.max_vocab_size)
     index = {t: i for i, t in enumerate(vocab)}

@@ -14,7 +14,9 @@ Three formats, chosen by ``task.dataset.format`` (paths resolve against the stud
 ``csv``
     One row per pair with columns ``smiles``, ``sequence`` and the target (the study's ``task.target``,
     default ``affinity``), e.g. the seed's ``data/KIBA.csv``. Split at random (the seed's
-    ``preprocess.py``: test 0.2, validation 0.1 of all rows) or cold by drug / protein.
+    ``preprocess.py``: test 0.2, validation 0.1 of all rows) or cold by drug / protein, or explicitly:
+    ``split_file`` (row indices, 0-based after the header, or the ids of ``id_column``) or ``split_field``
+    (a column whose values are train / val / test).
 ``synthetic``
     Random SMILES-like and protein-like strings whose affinity is a smooth function of their character
     composition plus noise: learnable, for smoke studies and tests.
@@ -48,8 +50,9 @@ import numpy as np
 from pydantic import Field
 
 from hpo.data.loader import IndexBatcher
+from hpo.data.dataset import SplitField, SplitFile
 from hpo.data.scaling import Standardizer
-from hpo.data.split import grouped_split, random_split
+from hpo.data.split import grouped_split, labels_split, random_split
 from hpo.data.validate import MAX_LISTED, more_suffix, require_finite
 from hpo.data.validate import where as _where
 from hpo.errors import DataError, Problem, show
@@ -84,7 +87,7 @@ class DTADataset(DatasetSpec):
         raise NotImplementedError
 
 
-class _RandomSplit(DTADataset):
+class _RandomSplit(DTADataset, SplitFile):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0,
                                  description="fraction of the pairs held out for testing (cold splits: of the drugs / proteins)")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0,
@@ -94,9 +97,14 @@ class _RandomSplit(DTADataset):
     split_seed: int = Field(0, description="seed of the split (the training seed is separate)")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("test_fraction", "val_fraction")
+    split_file_ids: ClassVar[str] = "pair indices (0-based, in generation order)"
+    random_split_settings: ClassVar[tuple[str, ...]] = ("split_seed", "split")
+
+    def source_files(self) -> list[Path]:
+        return [self.split_file] if self.split_file is not None and self.split_file.is_file() else []
 
 
-class CsvDTADataset(_RandomSplit):
+class CsvDTADataset(_RandomSplit, SplitField):
     """A CSV file with one row per drug–protein pair."""
 
     format: Literal["csv"] = Field("csv", description="selects this format: a CSV file of drug-protein pairs")
@@ -104,9 +112,13 @@ class CsvDTADataset(_RandomSplit):
     smiles_column: str = Field("smiles", description="CSV column holding the drug SMILES")
     sequence_column: str = Field("sequence", description="CSV column holding the protein sequence")
     pkd: bool = Field(False, description="the target holds Kd in nM: convert to pKd = -log10(Kd / 1e9)")
+    id_column: str | None = Field(None, description="CSV column holding a pair id that split_file names (null: split_file "
+                                                    "names row indices, 0-based after the header)")
+
+    split_file_ids: ClassVar[str] = "row indices (0-based, after the header), or with id_column that column's ids"
 
     def source_files(self) -> list[Path]:
-        return [self.path]
+        return [self.path, *super().source_files()]
 
     def read(self, target: str | None = None) -> "RawPairs":
         return read_csv(self, target or TARGET_NAME)
@@ -122,8 +134,9 @@ class CsvDTADataset(_RandomSplit):
             return [Problem("task.dataset.path", f"must be a readable CSV file ({e})", str(self.path))]
         problems = []
         for key, col in (("task.dataset.smiles_column", self.smiles_column),
-                         ("task.dataset.sequence_column", self.sequence_column), ("task.target", target or TARGET_NAME)):
-            if col not in header:
+                         ("task.dataset.sequence_column", self.sequence_column), ("task.target", target or TARGET_NAME),
+                         ("task.dataset.id_column", self.id_column), ("task.dataset.split_field", self.split_field)):
+            if col is not None and col not in header:
                 problems.append(Problem(key, f"must name a column of {self.path.name} ({', '.join(map(str, header))})", col))
         return problems
 
@@ -510,7 +523,7 @@ def read_csv(spec: CsvDTADataset, target: str) -> RawPairs:
     path = spec.path
     reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
     problems: list[str] = []
-    smiles, sequences, targets = [], [], []
+    smiles, sequences, targets, row_ids, labels = [], [], [], [], []
     try:
         header = next(reader, [])
         for name in (spec.smiles_column, spec.sequence_column, target):
@@ -518,6 +531,7 @@ def read_csv(spec: CsvDTADataset, target: str) -> RawPairs:
                 problems.append(f"{path}: line 1: must name column {name!r} once, but got it {header.count(name)} times")
         _raise(problems)
         cols = [header.index(c) for c in (spec.smiles_column, spec.sequence_column, target)]
+        extra = {key: header.index(col) for key, col in (("id", spec.id_column), ("split", spec.split_field)) if col is not None}
         checked: dict[tuple[str, bool], str | None] = {}
         for fields in reader:
             if not fields:
@@ -538,6 +552,10 @@ def read_csv(spec: CsvDTADataset, target: str) -> RawPairs:
                     problems.append(f"{path}: {loc}: {checked[key]}")
             smiles.append(s.strip())
             sequences.append(q.strip())
+            if "id" in extra:
+                row_ids.append(fields[extra["id"]].strip())
+            if "split" in extra:
+                labels.append(fields[extra["split"]])
             try:
                 targets.append(float(v))
             except ValueError:
@@ -557,7 +575,8 @@ def read_csv(spec: CsvDTADataset, target: str) -> RawPairs:
     y = np.asarray(targets, dtype=np.float64)
     if spec.pkd:
         y = kd_to_pkd(y, str(path), kind="row", offset=1)
-    split = split_pairs(len(y), spec, drug_idx, protein_idx, label=str(path))
+    split = split_pairs(len(y), spec, drug_idx, protein_idx, label=str(path),
+                        ids=row_ids if spec.id_column is not None else None, labels=labels if spec.split_field else None)
     return RawPairs(list(uniq_smiles), list(uniq_seqs), drug_idx.astype(np.int64), protein_idx.astype(np.int64), y, split)
 
 
@@ -592,10 +611,15 @@ def generate_synthetic(spec: SyntheticDTADataset) -> RawPairs:
 
 
 def split_pairs(n: int, spec: _RandomSplit, drug_idx: np.ndarray, protein_idx: np.ndarray,
-                label: str = "task.dataset") -> dict[str, np.ndarray]:
+                label: str = "task.dataset", ids: list | None = None, labels: list | None = None) -> dict[str, np.ndarray]:
     """Random split of ``n`` pairs (test, val as fractions of all pairs), or cold by drug / protein
     (fractions of the distinct drugs / proteins; every pair of a held-out drug goes with it). No split
-    may be left empty: too few pairs (drugs, proteins) for the fractions is an error naming the fewest."""
+    may be left empty: too few pairs (drugs, proteins) for the fractions is an error naming the fewest.
+    An explicit split (``split_file``: ``ids`` or row indices; ``split_field``: one label per pair) replaces it."""
+    if spec.split_file is not None:
+        return spec.read_split(n, ids, label, what="pairs")
+    if labels is not None:
+        return labels_split(labels, label, ids=ids)
     order = ("test_fraction", "val_fraction")
     if spec.split == "random":
         return random_split(n, spec.val_fraction, spec.test_fraction, spec.split_seed, what="pairs", label=label,

@@ -5,7 +5,8 @@
     per-frame feature vectors), ``targets`` (N, D): the target embedding, and optionally
     ``identity`` (N, E): an identity embedding (e.g. InsightFace) added as one more token, and ``ids``
     (N,): who each sample shows. With ``ids`` and ``group_by_ids: true`` the split keeps every sample of
-    one id in the same part, so validation measures generalisation to unseen faces.
+    one id in the same part, so validation measures generalisation to unseen faces. ``split_file`` (both
+    formats) fixes the split instead: sample indices (0-based) per part.
 ``synthetic``
     Faces as a template plus an identity-specific shape, seen under random head poses, with an identity
     embedding; the target embedding depends on identity and shape but not on pose (learnable).
@@ -37,6 +38,7 @@ import numpy as np
 from pydantic import Field
 
 from hpo.data.loader import IndexBatcher
+from hpo.data.dataset import SplitFile
 from hpo.data.scaling import Standardizer
 from hpo.data.split import grouped_split, random_split
 from hpo.data.validate import MAX_LISTED, more_suffix, require_finite
@@ -49,7 +51,7 @@ from models.face3d.config import Face3DDataConfig
 logger = logging.getLogger(__name__)
 
 
-class Face3DDataset(DatasetSpec):
+class Face3DDataset(DatasetSpec, SplitFile):
     """``task.dataset`` of the face3d task: a tagged union on ``format`` (npz | synthetic).
 
     Validating this class returns an instance of the subclass that ``format`` names (the dispatch of
@@ -64,6 +66,11 @@ class Face3DDataset(DatasetSpec):
     split_seed: int = Field(0, description="seed of the split (the training seed is separate)")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("val_fraction", "test_fraction")
+    split_file_ids: ClassVar[str] = "sample indices (0-based; the npz ids array names faces, not samples)"
+    random_split_settings: ClassVar[tuple[str, ...]] = ("split_seed", "group_by_ids")
+
+    def source_files(self) -> list[Path]:
+        return [self.split_file] if self.split_file is not None and self.split_file.is_file() else []
 
 
 class NpzFace3DDataset(Face3DDataset):
@@ -73,7 +80,7 @@ class NpzFace3DDataset(Face3DDataset):
         True, description="with an ids array: split by id (all samples of a face in one part), not by sample")
 
     def source_files(self) -> list[Path]:
-        return [self.path]
+        return [self.path, *super().source_files()]
 
     def read(self, target: str | None = None) -> "RawFaces":
         return read_npz(self.path)
@@ -146,7 +153,9 @@ def build(spec: Face3DDataset, data_cfg: Face3DDataConfig) -> FaceData:
     n = len(raw.targets)
     groups = raw.ids if raw.ids is not None and spec.group_by_ids else None
     label = str(getattr(spec, "path", "") or "task.dataset")
-    if groups is None:
+    if spec.split_file is not None:  # explicit: sample indices per part
+        split = spec.read_split(n, None, label, what="samples")
+    elif groups is None:
         split = random_split(n, spec.val_fraction, spec.test_fraction, spec.split_seed, what="samples", label=label)
     else:
         split = grouped_split(groups, spec.val_fraction, spec.test_fraction, spec.split_seed, what="ids", label=label)

@@ -108,7 +108,11 @@ def trainable(config: dict, payload: dict) -> None:
         task = study.make_task(DataCache(payload["cache_dir"]))
         store = artifact_store(payload["artifacts"]) if payload["checkpoints"] else None
         objective = TrialObjective(study, task, artifacts=store, device=payload["device"])
-        objective.worker_attrs = dict(payload["worker_attrs"])
+        import ray
+
+        # with the trial's other worker attrs (worker = host:pid): the Ray node it ran on, which tells the
+        # nodes of a cluster apart where host:pid cannot (several nodes on one host, pids reused across hosts)
+        objective.worker_attrs = {**payload["worker_attrs"], R.RAY_NODE: ray.get_runtime_context().get_node_id()}
         _WORKER_CACHE[key] = (study, objective, open_storage(payload["storage"], heartbeat=False))
     study, objective, storage = _WORKER_CACHE[key]
     meta = config["hpo"]
