@@ -11,7 +11,10 @@ import pytest
 
 from hpo.run.backends.local import LocalBackend
 from hpo.run.options import RunOptions
-from hpo.store.record import FORMAT, FORMAT_VERSION, RECORD_ATTR, STOP_REASONS, WORKER_INDEX
+from hpo.store.record import FORMAT, FORMAT_VERSION, RAY_NODE, RECORD_ATTR, STOP_REASONS, WORKER_INDEX
+
+# where a trial ran: the local worker's number (``hpo run``), the Ray node id (Ray); each backend's own
+PLACEMENT = {WORKER_INDEX, RAY_NODE}
 
 STUDY = """
 name: contract-{backend}
@@ -50,8 +53,9 @@ def run_backend(backend, name: str, tmp_path) -> dict:
         "format": ostudy.user_attrs[RECORD_ATTR][FORMAT],
         "states": sorted(t.state.name for t in trials),
         "stop_reasons": sorted(t.user_attrs.get("stop_reason") for t in trials),
-        # the worker's number exists only where a worker has one (``hpo run`` with one local worker)
-        "keys": sorted({tuple(sorted(set(t.user_attrs) - {WORKER_INDEX})) for t in trials}),
+        # where a trial ran is the backend's own (PLACEMENT); every other key is common to both
+        "keys": sorted({tuple(sorted(set(t.user_attrs) - PLACEMENT)) for t in trials}),
+        "placement": sorted({tuple(sorted(set(t.user_attrs) & PLACEMENT)) for t in trials}),
         "config_keys": sorted({tuple(sorted(t.user_attrs["config"])) for t in trials}),
         "baselines": {t.user_attrs["baseline"]: (t.state.name, t.user_attrs["stop_reason"], sorted(t.user_attrs["config"]))
                       for t in trials if "baseline" in t.user_attrs},
@@ -83,4 +87,7 @@ def test_the_ray_backend_writes_the_same_record_as_the_local_one(local_record, t
     from hpo.run.backends.ray import RayBackend
 
     ray_record = run_backend(RayBackend("local"), "ray", tmp_path)
-    assert ray_record == local_record
+    assert ray_record["placement"] == [(RAY_NODE,)]  # every Ray trial says which node it ran on
+    assert local_record["placement"] in ([()], [(WORKER_INDEX,)])  # and no local trial has a Ray node
+    assert {k: v for k, v in ray_record.items() if k != "placement"} == {
+        k: v for k, v in local_record.items() if k != "placement"}
