@@ -1,5 +1,7 @@
 """The Ray Tune backend on a real local Ray cluster: the same study, space, store and trial body."""
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -79,3 +81,36 @@ def test_ray_backend_without_a_tune_scheduler_stores_every_epoch(tmp_path):
         assert sorted(t.intermediate_values) == list(range(1, 9)) == t.user_attrs["curves"]["epoch"]
         assert [t.intermediate_values[e] for e in range(1, 9)] == pytest.approx(curve)
         assert t.value == min(curve)
+
+
+@pytest.mark.parametrize(("resources", "cpus", "gpus", "expected"), [
+    ({"CPU": 64.0, "GPU": 8.0}, 4, 0, 16),  # a cluster's CPUs, not the driver's
+    ({"CPU": 64.0, "GPU": 8.0}, 4, 1, 8),  # one trial per GPU: the GPUs bound it
+    ({"CPU": 6.0, "GPU": 8.0}, 2, 1, 3),  # the CPUs bound it
+    ({"CPU": 3.0}, 1, 0.5, 1),  # a GPU trial on a cluster without GPUs: at least one (Tune then waits for one)
+    ({"CPU": 1.0}, 4, 0, 1),
+])
+def test_ray_concurrency_is_sized_by_the_cluster(resources, cpus, gpus, expected):
+    from hpo.run.backends.ray import concurrency
+
+    assert concurrency(resources, cpus, gpus) == expected
+
+
+def test_a_broken_ray_tune_is_one_line_naming_the_cause_and_nothing_is_written(tmp_path):
+    """Tune's own error says only "some dependencies are missing"; the backend names the import that failed (here
+    a pyarrow that needs a newer numpy, as pyarrow 26 on numpy 1.x), exit 2, before the study exists."""
+    pytest.importorskip("ray")
+    import os
+
+    fake = tmp_path / "shadow" / "pyarrow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("pyarrow requires NumPy 2.0 or newer, found 1.24.0")\n')
+    path = tmp_path / "ray.yaml"
+    path.write_text(STUDY.format(db=tmp_path / "ray.db", art=tmp_path / "art"))
+    r = hpo_cli("run", path, "--address", "local", cwd=tmp_path, timeout=300,
+                env={"PYTHONPATH": os.pathsep.join([str(fake.parent), str(Path(__file__).resolve().parents[1])])})
+    assert r.returncode == 2, r.stderr[-3000:]
+    err = r.stderr.strip().splitlines()
+    assert "pyarrow requires NumPy 2.0 or newer" in err[-1] and "ray[tune]" in err[-1], err[-3:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "ray.db").exists() and not (tmp_path / "art").exists()

@@ -46,8 +46,9 @@ training: {{epochs: 3, batch_size: 32}}
 storage: {storage}
 artifacts: {art}
 backend: ray
-ray: {{cpus_per_trial: 1, max_concurrent: 2, scheduler: none}}
+ray: {{cpus_per_trial: 1, scheduler: none}}  # no max_concurrent: sized by the cluster's CPUs
 """
+WORKER_CPUS = 2  # the second node's CPUs (the head has 1): 3 in the cluster, whatever the driver's machine has
 
 NODES = {"head": "hpo_test_head", "worker": "hpo_test_worker"}  # the custom resource of each node
 
@@ -137,7 +138,7 @@ def ray_cluster(postgres):
                        {**env, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": ids["head"]})
         nodes.append(head)
         head.wait_started()
-        worker = RayNode("worker", ["--address", address, "--num-cpus", "1",
+        worker = RayNode("worker", ["--address", address, "--num-cpus", str(WORKER_CPUS),
                                     "--resources", json.dumps({NODES["worker"]: 1})], base / "worker",
                          {**env, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": ids["worker"]})
         nodes.append(worker)
@@ -162,6 +163,8 @@ def test_a_study_runs_on_a_two_node_ray_cluster_with_postgres(tmp_path, postgres
     r = hpo_cli("run", path, "--backend", "ray", "--address", ray_cluster.address,
                 cwd=tmp_path, timeout=300, env={**postgres.env(), **ray_cluster.env})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    # as many trials at once as the whole cluster holds (head 1 CPU + worker's), not the driver's own CPU count
+    assert f"{1 + WORKER_CPUS} worker(s)" in r.stdout, r.stdout[-2000:]
 
     ostudy = optuna.load_study(study_name="ray-cluster", storage=storage)
     trials = ostudy.get_trials()

@@ -45,6 +45,7 @@ class RayBackend(Backend):
 def run_ray(study: "Study", opts: "RunOptions", *, address: str | None = None, raw: dict | None = None,
             on_trial: Callable | None = None, on_start: Callable[[dict], None] | None = None) -> "RunSummary":
     """Create/resume the study and run it to its budget on Ray Tune (see the module docstring)."""
+    import_tune()
     import ray
 
     from hpo.data.validate import check_study_data
@@ -68,30 +69,52 @@ def run_ray(study: "Study", opts: "RunOptions", *, address: str | None = None, r
     info = prepare(study, ostudy)
     budget = budget_of(ostudy.get_trials(deepcopy=False))
     remaining = max(0, run.n_trials - budget.used) if run.n_trials is not None else 10**6
-    cpus = os.cpu_count() or 1
-    concurrent = rs.max_concurrent or max(1, int(cpus // rs.cpus_per_trial))
-    info.update(study_name=run.study_name, storage=redact(run.storage_url), n_trials=run.n_trials, timeout=run.timeout,
-                budget=budget, placements=[Placement(i, None, int(rs.cpus_per_trial)) for i in range(concurrent)],
-                artifacts=study.artifacts_dir(opts.artifacts))
-    if on_start is not None:
-        on_start(info)
-
     address = address or rs.address
     started_here = False
     if not ray.is_initialized():
         if address in (None, "local"):
-            ray.init(num_cpus=cpus, num_gpus=len(opts.gpus) if opts.gpus else None, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False, runtime_env=_local_runtime_env())
+            ray.init(num_cpus=os.cpu_count() or 1, num_gpus=len(opts.gpus) if opts.gpus else None,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env=_local_runtime_env())
         else:
             ray.init(address=address, log_to_driver=False)
         started_here = True
     try:
+        concurrent = rs.max_concurrent or concurrency(ray.cluster_resources(), rs.cpus_per_trial, rs.gpus_per_trial)
+        info.update(study_name=run.study_name, storage=redact(run.storage_url), n_trials=run.n_trials,
+                    timeout=run.timeout, budget=budget, artifacts=study.artifacts_dir(opts.artifacts),
+                    placements=[Placement(i, None, int(rs.cpus_per_trial)) for i in range(concurrent)])
+        if on_start is not None:
+            on_start(info)
         if remaining > 0:
             _tune(study, opts, raw, run, remaining, concurrent, on_trial)
     finally:
         if started_here:
             ray.shutdown()
     return summarize(ostudy, run, time.monotonic() - t0, run.finished_because)
+
+
+def import_tune():
+    """``ray.tune``, or a one-line UsageError (exit 2, before the study is touched) naming what is missing: Ray
+    itself, or the module Tune could not import (its own message only says "some dependencies are missing";
+    e.g. pyarrow >= 26 on numpy < 2)."""
+    try:
+        from ray import tune
+    except ImportError as e:
+        cause = e.__cause__ if isinstance(e.__cause__, ImportError) else e
+        raise UsageError(f"the Ray backend needs ray[tune] (pip install 'fusion-hpo[ray]'), but importing it failed: "
+                         f"{str(cause).strip().splitlines()[0]}") from e
+    return tune
+
+
+def concurrency(resources: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials the cluster holds at once when ``ray.max_concurrent`` is unset: its CPUs (and GPUs, where a
+    trial asks for some) over what one trial asks for, counted over every node (``ray.cluster_resources()``),
+    not the driver's machine."""
+    fits = [resources.get("CPU", 0) / cpus_per_trial] if cpus_per_trial > 0 else []
+    if gpus_per_trial > 0:
+        fits.append(resources.get("GPU", 0) / gpus_per_trial)
+    return max(1, int(min(fits))) if fits else 1
 
 
 def _scheduler(study: "Study"):

@@ -331,3 +331,45 @@ def test_nothing_downloads_at_trial_time():
              if p.name != "fetch.py" and re.search(r"hpo\.data\.fetch|from hpo\.data import .*\bfetch\b",
                                                    p.read_text())]
     assert users == ["hpo/cli/data.py"]
+
+
+def _data_comment(study: Path) -> tuple[str | None, list[str]]:
+    """The dataset a study's `# data:` comment names and the --set arguments it gives (continuation lines included)."""
+    import shlex
+
+    lines = study.read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"# data: `hpo data fetch (\S+)`", line)
+        if m:
+            text = line
+            for more in lines[i + 1:]:
+                if not more.startswith("#   "):
+                    break
+                text += " " + more[1:].strip()
+            sets = [a for a in re.findall(r"--set ('[^']*'|\S+)", text)]
+            return m.group(1), [shlex.split(a)[0] for a in sets]
+    return None, []
+
+
+def test_every_study_of_a_fetchable_dataset_names_the_command_and_it_reads_what_the_command_writes():
+    """A study's `# data:` comment names `hpo data fetch NAME`; with the --set it gives, the study's dataset paths
+    are the files that command writes under the default data root (data/, from the repository root)."""
+    from hpo.spec.study import apply_sets
+    from hpo.spec.yaml_io import load_yaml
+
+    named = {}
+    for study in sorted((ROOT / "studies").glob("*.yaml")):
+        name, sets = _data_comment(study)
+        if name:
+            named[study.stem] = name
+            ds = F.get_dataset(name)
+            assert study.stem in ds.studies, (study.name, name)
+            dataset = apply_sets(load_yaml(study), sets, study.name)["task"]["dataset"]
+            data = ROOT / "data"
+            outputs = {(data / o).resolve() for o in ds.outputs()}
+            folders = {p.parent for p in outputs}
+            read = {k: (study.parent / v).resolve() for k, v in dataset.items()
+                    if k in ("path", "adj", "dir") and isinstance(v, str)}
+            assert "path" in read and read["path"] in outputs | folders, (study.name, read)
+            assert all(p in outputs | folders for p in read.values() if data in p.parents), (study.name, read)
+    assert named == {s: d.name for d in F.DATASETS.values() for s in d.studies}  # and every study the registry names has one
