@@ -1,4 +1,5 @@
-"""Training throughput and peak memory of the traffic model (Phase-1 baseline) against a plain GRU seq2seq.
+"""Training throughput and peak memory of the traffic model (Phase-1 baseline): today's implementation
+against its first version (frozen in ``bench/legacy/traffic_v1.py``) and against a plain GRU seq2seq.
 
     python bench/traffic_throughput.py            # Los-loop CSV from ../shared/data if present, else synthetic
     python bench/traffic_throughput.py --quick    # a few seconds: batch 4, 2 timed steps
@@ -7,10 +8,13 @@
 Timings on a shared machine depend on its load: the 1-minute load average before and after is
 reported with the figures; with more runnable processes than cores, ``--threads 1`` is steadier.
 
-Both models train on the *same* batches (the first ones of the seeded training loader) with AdamW and
-the task's masked MAE in data units, one optimizer step per batch. Reported per model:
+All three models train on the *same* batches (the first ones of the seeded training loader) with AdamW
+and the task's masked MAE in data units, one optimizer step per batch; ``traffic`` and ``traffic_v1``
+start from the same seeded parameters (the same architecture: issue #17 changed how it computes, not
+what), and their first-step losses are reported to show it. Reported per model:
 
-- ``samples_per_s``: windows per second over the timed steps (after ``--warmup`` untimed steps);
+- ``samples_per_s``: windows per second over the timed steps (after ``--warmup`` untimed steps), wall
+  clock; ``cpu_samples_per_s`` the same over the process's CPU time (steadier on a loaded machine);
 - ``peak_mib``: peak resident memory of the training steps above the process's resident memory just
   before the model was built (so the data, the interpreter and torch itself are excluded). Each model
   is measured in a fresh process (``spawn``), because the peak RSS (``getrusage().ru_maxrss``) is a
@@ -19,7 +23,8 @@ the task's masked MAE in data units, one optimizer step per batch. Reported per 
 
 The GRU baseline is DCRNN-sized without the graph: a 2-layer GRU encoder (64 units) over each sensor's
 input window, a 2-layer GRU decoder fed its own previous output and the forecast step's time
-features, and a linear read-out. Ratios are traffic / GRU.
+features, and a linear read-out. Ratios: traffic / traffic_v1 (issue #17's target: samples/s >= 2x,
+peak memory <= 1/3) and traffic / GRU.
 """
 
 from __future__ import annotations
@@ -113,30 +118,47 @@ def measure(which: str, spec: dict, batch_size: int, warmup: int, steps: int, th
         if len(batches) == warmup + steps:
             break
     base = rss_mib()
-    model = task.build_model(model_cfg, splits) if which == "traffic" else make_gru(splits.info)
+    if which == "traffic_v1":
+        from bench.legacy.traffic_v1 import TrafficTransformer
+
+        i = splits.info
+        model = TrafficTransformer(model_cfg, n_nodes=i["n_nodes"], in_features=i["in_features"],
+                                   time_features=i["time_features"], input_len=i["input_len"],
+                                   output_len=i["output_len"], adj=i["adj"], scaler_mean=i["scaler_mean"],
+                                   scaler_std=i["scaler_std"])
+    else:
+        model = task.build_model(model_cfg, splits) if which == "traffic" else make_gru(splits.info)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
     model.train()
-    times = []
+    times, cpu_times, losses = [], [], []
     for i, b in enumerate(batches):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pred = model.unscale(model(b["x"], b["tf"]))
         loss = masked_loss(pred, b["y"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        losses.append(loss.item())
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
     n = sum(len(b["y"]) for b in batches[warmup:])
     queue.put({
         "model": which,
         "params": sum(p.numel() for p in model.parameters()),
         "samples_per_s": n / sum(times),
+        "cpu_samples_per_s": n / sum(cpu_times),
         "ms_per_step": 1000 * sum(times) / len(times),
         "peak_mib": peak_rss_mib() - base,
-        "final_loss": loss.item(),
+        "first_loss": losses[0],
+        "final_loss": losses[-1],
         "n_nodes": splits.info["n_nodes"],
         "threads": torch.get_num_threads(),
     })
+
+
+#: measured in this order, each in its own fresh process
+MODELS = ("traffic", "traffic_v1", "gru")
 
 
 def run(which: str, args, spec: dict) -> dict:
@@ -164,8 +186,8 @@ def main(argv=None) -> int:
         args.batch_size, args.warmup, args.steps = 4, 1, 2
     spec = dataset_spec(args.data)
     load_before = os.getloadavg()[0]
-    rows = {m: run(m, args, spec) for m in ("traffic", "gru")}
-    t, g = rows["traffic"], rows["gru"]
+    rows = {m: run(m, args, spec) for m in MODELS}
+    t, v1, g = rows["traffic"], rows["traffic_v1"], rows["gru"]
     result = {
         "data": spec["format"] if spec["format"] == "synthetic" else f"csv:{Path(spec['path']).name}",
         "n_nodes": t["n_nodes"], "batch_size": args.batch_size, "timed_steps": args.steps, "threads": t["threads"],
@@ -175,15 +197,27 @@ def main(argv=None) -> int:
         "ratio_samples_per_s": t["samples_per_s"] / g["samples_per_s"],
         "ratio_peak_mib": t["peak_mib"] / g["peak_mib"] if g["peak_mib"] > 0 else None,
         "ratio_params": t["params"] / g["params"],
+        "vs_v1": {
+            "samples_per_s": t["samples_per_s"] / v1["samples_per_s"],
+            "cpu_samples_per_s": t["cpu_samples_per_s"] / v1["cpu_samples_per_s"],
+            "peak_mib": t["peak_mib"] / v1["peak_mib"] if v1["peak_mib"] > 0 else None,
+            "first_loss_diff": abs(t["first_loss"] - v1["first_loss"]),
+        },
     }
     print(f"data {result['data']}  sensors {t['n_nodes']}  batch {args.batch_size}  timed steps {args.steps}  "
           f"threads {t['threads']}  load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
-    print(f"{'model':<22}{'params':>10}{'samples/s':>12}{'ms/step':>10}{'peak MiB':>10}")
-    for name, r in (("traffic (Phase-1)", t), ("GRU seq2seq", g)):
-        print(f"{name:<22}{r['params']:>10,}{r['samples_per_s']:>12.2f}{r['ms_per_step']:>10.0f}{r['peak_mib']:>10.0f}")
+    print(f"{'model':<26}{'params':>10}{'samples/s':>11}{'cpu s/s':>9}{'ms/step':>10}{'peak MiB':>10}{'1st loss':>11}")
+    for name, r in (("traffic (Phase-1)", t), ("traffic_v1 (frozen)", v1), ("GRU seq2seq", g)):
+        print(f"{name:<26}{r['params']:>10,}{r['samples_per_s']:>11.2f}{r['cpu_samples_per_s']:>9.2f}"
+              f"{r['ms_per_step']:>10.0f}{r['peak_mib']:>10.0f}{r['first_loss']:>11.5f}")
+    vs = result["vs_v1"]
+    vp = vs["peak_mib"]
+    print(f"{'ratio traffic / v1':<26}{t['params'] / v1['params']:>10.2f}{vs['samples_per_s']:>11.3f}"
+          f"{vs['cpu_samples_per_s']:>9.3f}{t['ms_per_step'] / v1['ms_per_step']:>10.2f}"
+          f"{vp if vp is None else format(vp, '.3f'):>10}{vs['first_loss_diff']:>11.1e}")
     rp = result["ratio_peak_mib"]
-    print(f"{'ratio traffic / GRU':<22}{result['ratio_params']:>10.2f}{result['ratio_samples_per_s']:>12.3f}"
-          f"{t['ms_per_step'] / g['ms_per_step']:>10.2f}"
+    print(f"{'ratio traffic / GRU':<26}{result['ratio_params']:>10.2f}{result['ratio_samples_per_s']:>11.3f}"
+          f"{t['cpu_samples_per_s'] / g['cpu_samples_per_s']:>9.3f}{t['ms_per_step'] / g['ms_per_step']:>10.2f}"
           f"{rp if rp is None else format(rp, '.2f'):>10}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -26,6 +26,15 @@ Sensors have no order; the optional node embedding tells them apart.
 
 Outputs are in scaled units; :class:`models.traffic.task.TrafficTask` maps them back with the scaler
 stored in the model's buffers (``scaler_mean``, ``scaler_std``), so a checkpoint is self-contained.
+
+Memory (issue #17): the same arithmetic as the first version (frozen in ``bench/legacy/traffic_v1.py``, the
+reference of ``tests/models/test_traffic_light.py``) with far less kept for backward. The temporal stream
+stays in sensor-major layout (B*N, T, D) through its blocks and the spatial one in step-major (B*T, N, D),
+so a block copies nothing on the way in or out; self-attention computes q, k, v with one matmul and hands
+strided views to ``scaled_dot_product_attention``; dropout keeps a bool mask, not a float noise tensor,
+drawn from the same random stream as ``F.dropout``; and every feed-forward (LayerNorm -> Linear -> GELU ->
+dropout -> Linear -> dropout) runs in row chunks and keeps only its input and its dropout masks, recomputing
+its hidden layer chunk by chunk in backward (:class:`_ChunkedMlp`).
 """
 
 from __future__ import annotations
@@ -53,6 +62,42 @@ class DropPath(nn.Module):
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
         return x * mask / keep
+
+
+def keep_mask(shape, keep: float, device) -> torch.Tensor:
+    """The bool keep-mask ``F.dropout`` would draw for a tensor of ``shape`` (the same random stream: its
+    CPU noise is ``bernoulli(keep)`` over the elements in order, then divided by ``keep``)."""
+    return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(keep)
+
+
+def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` with the elements where ``mask`` is False zeroed, in place (no float copy of the mask)."""
+    return torch.where(mask, x, x.new_zeros(()), out=x)
+
+
+class _Dropout(torch.autograd.Function):
+    """``x * mask / keep`` keeping only the bool mask (1 byte an element) for backward, where ``F.dropout``
+    keeps its float noise tensor (4 bytes) on CPU."""
+
+    @staticmethod
+    def forward(ctx, x, keep):
+        mask = keep_mask(x.shape, keep, x.device)
+        ctx.keep = keep
+        ctx.save_for_backward(mask)
+        return masked(x.mul(1.0 / keep), mask)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return masked(g.mul(1.0 / ctx.keep), mask), None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)``: the same random draws and values (up to float rounding of ``1 / keep``),
+    a quarter of the memory kept for backward."""
+    if not training or p == 0.0:
+        return x
+    return _Dropout.apply(x, 1.0 - p)
 
 
 class RelativeBias(nn.Module):
@@ -114,8 +159,12 @@ class Attention(nn.Module):
                 k_pos: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         Bp, Lq, D = q_in.shape
         Lk = kv_in.shape[1]
-        q = self.q(q_in).view(Bp, Lq, self.heads, self.head_dim).transpose(1, 2)  # (B', h, Lq, d)
-        k, v = self.kv(kv_in).view(Bp, Lk, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B', h, Lk, d)
+        if kv_in is q_in:  # self-attention: q, k and v from one matmul, as strided views (no copies)
+            qkv = F.linear(q_in, torch.cat([self.q.weight, self.kv.weight]), torch.cat([self.q.bias, self.kv.bias]))
+            q, k, v = qkv.view(Bp, Lq, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B', h, L, d)
+        else:
+            q = self.q(q_in).view(Bp, Lq, self.heads, self.head_dim).transpose(1, 2)  # (B', h, Lq, d)
+            k, v = self.kv(kv_in).view(Bp, Lk, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B', h, Lk, d)
         if self.rotary:
             q, k = rotate(q, q_pos), rotate(k, k_pos)
         mask = None
@@ -129,20 +178,138 @@ class Attention(nn.Module):
                 b = bias[None] * self.graph_weight[:, None, None] if self.graph_weight is not None else bias[None]
                 mask = b if mask is None else mask + b
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.out_drop(self.out(y.transpose(1, 2).reshape(Bp, Lq, D)))
+        return dropout(self.out(y.transpose(1, 2).reshape(Bp, Lq, D)), self.out_drop.p, self.training)
+
+
+#: rows of one chunk of :class:`_ChunkedMlp` = this many hidden activations / hidden width (8 MiB in float32)
+MLP_CHUNK_ELEMENTS = 1 << 21
+
+
+class _ChunkedMlp(torch.autograd.Function):
+    """``drop(fc2(drop(gelu(fc1(LN(x))))))`` over the rows of ``x`` (M, D), chunk by chunk, keeping for backward
+    only ``x`` and the two bool dropout masks ``m1`` (M, hidden) and ``m2`` (M, D) (None: no dropout), drawn
+    whole by the caller in the order and from the stream ``F.dropout`` would use; backward recomputes each
+    chunk's LayerNorm, ``fc1`` and GELU instead of keeping the hidden layer (4x the input's size). The
+    dropout scale ``s = 1 / keep`` is folded into the small weights (``fc2`` weight * s^2, bias * s: the same
+    products up to float rounding). The LayerNorm is optional (``ln_w`` None)."""
+
+    @staticmethod
+    def _chunks(x, w1):
+        step = max(1, MLP_CHUNK_ELEMENTS // w1.shape[0])
+        return [(i, min(i + step, x.shape[0])) for i in range(0, x.shape[0], step)]
+
+    @staticmethod
+    def _hidden(xc, ln, w1, b1, approximate, m1c):
+        """(z, LN mean, LN rstd, fc1 output h, the masked activation a * m1)"""
+        if ln is not None:
+            z, mean, rstd = torch.ops.aten.native_layer_norm(xc, [xc.shape[-1]], ln[0], ln[1], ln[2])
+        else:
+            z, mean, rstd = xc, None, None
+        h = torch.addmm(b1, z, w1.t())
+        a = F.gelu(h, approximate=approximate)
+        if m1c is not None:
+            masked(a, m1c)
+        return z, mean, rstd, h, a
+
+    @staticmethod
+    def run(x, ln, w1, b1, w2, b2, approximate, keep, m1, m2):
+        """The forward values (no graph), chunk by chunk; ``x`` (M, D) contiguous."""
+        if m1 is not None:
+            w2, b2 = w2 * (1.0 / keep) ** 2, b2 * (1.0 / keep)
+        out = x.new_empty(x.shape[0], w2.shape[0])
+        for i, j in _ChunkedMlp._chunks(x, w1):
+            a = _ChunkedMlp._hidden(x[i:j], ln, w1, b1, approximate, None if m1 is None else m1[i:j])[-1]
+            o = torch.addmm(b2, a, w2.t(), out=out[i:j])
+            if m2 is not None:
+                masked(o, m2[i:j])
+        return out
+
+    @staticmethod
+    def forward(ctx, x, ln_w, ln_b, eps, w1, b1, w2, b2, approximate, keep, m1, m2):
+        ln = (ln_w, ln_b, eps) if ln_w is not None else None
+        ctx.meta = (eps, approximate, keep, ln_w is not None)
+        ctx.save_for_backward(x, ln_w, ln_b, w1, b1, w2, b2, m1, m2)
+        return _ChunkedMlp.run(x, ln, w1, b1, w2, b2, approximate, keep, m1, m2)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, ln_w, ln_b, w1, b1, w2, b2, m1, m2 = ctx.saved_tensors
+        eps, approximate, keep, has_ln = ctx.meta
+        ln = (ln_w, ln_b, eps) if has_ln else None
+        s = 1.0 / keep if m1 is not None else 1.0
+        w2s = w2 * (s * s) if m1 is not None else w2
+        g = g.contiguous()
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        gw1, gb1, gw2, gb2 = (torch.zeros_like(t) for t in (w1, b1, w2, b2))
+        gln_w = torch.zeros_like(ln_w) if has_ln else None
+        gln_b = torch.zeros_like(ln_b) if has_ln else None
+        for i, j in _ChunkedMlp._chunks(x, w1):
+            m1c = None if m1 is None else m1[i:j]
+            z, mean, rstd, h, a = _ChunkedMlp._hidden(x[i:j], ln, w1, b1, approximate, m1c)
+            g2 = g[i:j] if m2 is None else torch.where(m2[i:j], g[i:j], 0.0)
+            gw2.addmm_(g2.t(), a)
+            gb2.add_(g2.sum(0))
+            ga = g2 @ w2s
+            if m1c is not None:
+                masked(ga, m1c)
+            gh = torch.ops.aten.gelu_backward(ga, h, approximate=approximate)
+            del a, ga, h
+            gw1.addmm_(gh.t(), z)
+            gb1.add_(gh.sum(0))
+            if gx is None and not has_ln:
+                continue
+            gz = gh @ w1
+            if not has_ln:
+                gx[i:j] = gz
+                continue
+            gxc, gwc, gbc = torch.ops.aten.native_layer_norm_backward(
+                gz, x[i:j], [x.shape[-1]], mean, rstd, ln_w, ln_b, [gx is not None, True, True])
+            if gx is not None:
+                gx[i:j] = gxc
+            gln_w.add_(gwc)
+            gln_b.add_(gbc)
+        if m1 is not None:
+            gw2.mul_(s * s)
+            gb2.mul_(s)
+        return gx, gln_w, gln_b, None, gw1, gb1, gw2, gb2, None, None, None, None
 
 
 class Mlp(nn.Sequential):
+    """``Linear(D, r*D) -> GELU -> Dropout -> Linear(r*D, D) -> Dropout`` (these five children, so state dicts
+    keep their ``0.`` / ``3.`` keys), run by :class:`_ChunkedMlp`; ``forward(x, norm)`` applies the LayerNorm
+    ``norm`` first, inside the chunks. Shapes: (*, D) -> (*, D)."""
+
     def __init__(self, dim: int, ratio: float, dropout: float) -> None:
         hidden = max(1, int(round(dim * ratio)))
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, norm: Optional[nn.LayerNorm] = None) -> torch.Tensor:
+        fc1, act, drop, fc2 = self[0], self[1], self[2], self[3]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        p = drop.p if self.training else 0.0
+        keep = 1.0 - p
+        m1 = m2 = None
+        if p > 0.0:  # the masks of the two dropouts, drawn in F.dropout's order: all of the first, then the second
+            m1 = keep_mask((x2.shape[0], fc1.out_features), keep, x.device)
+            m2 = keep_mask((x2.shape[0], fc2.out_features), keep, x.device)
+        ln = (norm.weight, norm.bias, norm.eps) if norm is not None else (None, None, 0.0)
+        x2 = x2.contiguous()
+        args = (fc1.weight, fc1.bias, fc2.weight, fc2.bias, act.approximate, keep, m1, m2)
+        if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in (ln[0], *args[:4]))):
+            out = _ChunkedMlp.apply(x2, *ln, *args)
+        else:
+            out = _ChunkedMlp.run(x2, ln if norm is not None else None, *args)
+        return out.view(*shape[:-1], out.shape[-1])
 
 
 class Block(nn.Module):
     """Pre-norm transformer block over time (``axis="time"``) or over sensors (``axis="space"``).
 
     Shapes: h (B, T, N, D) -> (B, T, N, D). Time blocks take positions ``pos`` (T,); space blocks the
-    graph ``graph`` ((N, N) bool mask or float bias, or None).
+    graph ``graph`` ((N, N) bool mask or float bias, or None). :meth:`forward_seq` is the block on the
+    sequences themselves, ``seq`` (B*N, T, D) over time or (B*T, N, D) over sensors -> the same shape: a
+    stream of blocks stays in that layout and copies nothing between them.
     """
 
     def __init__(self, axis: str, cfg: TrafficConfig, drop_path: float, graph_mode: str = "none") -> None:
@@ -156,18 +323,17 @@ class Block(nn.Module):
         self.mlp = Mlp(D, cfg.mlp_ratio, cfg.dropout)
         self.drop_path = DropPath(drop_path)
 
+    def forward_seq(self, seq: torch.Tensor, pos: Optional[torch.Tensor] = None, graph: Optional[torch.Tensor] = None) -> torch.Tensor:
+        z = self.norm1(seq)
+        seq = seq + self.drop_path(self.attn(z, z, pos, pos, None if self.axis == "time" else graph))
+        return seq + self.drop_path(self.mlp(seq, self.norm2))
+
     def forward(self, h: torch.Tensor, pos: Optional[torch.Tensor] = None, graph: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, N, D = h.shape
         if self.axis == "time":
-            seq = h.permute(0, 2, 1, 3).reshape(B * N, T, D)  # (B*N, T, D)
-        else:
-            seq = h.reshape(B * T, N, D)  # (B*T, N, D)
-        z = self.norm1(seq)
-        seq = seq + self.drop_path(self.attn(z, z, pos, pos, None if self.axis == "time" else graph))
-        seq = seq + self.drop_path(self.mlp(self.norm2(seq)))
-        if self.axis == "time":
-            return seq.view(B, N, T, D).permute(0, 2, 1, 3)
-        return seq.view(B, T, N, D)
+            seq = self.forward_seq(h.transpose(1, 2).reshape(B * N, T, D), pos=pos)  # (B*N, T, D)
+            return seq.view(B, N, T, D).transpose(1, 2)
+        return self.forward_seq(h.reshape(B * T, N, D), graph=graph).view(B, T, N, D)
 
 
 class CrossAttnFusion(nn.Module):
@@ -189,11 +355,11 @@ class CrossAttnFusion(nn.Module):
 
     def forward(self, t: torch.Tensor, s: torch.Tensor, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, N, D = t.shape
-        tq = t.permute(0, 2, 1, 3).reshape(B * N, T, D)
-        sk = s.permute(0, 2, 1, 3).reshape(B * N, T, D)
+        tq = t.transpose(1, 2).reshape(B * N, T, D)  # a view when t is sensor-major in memory
+        sk = s.transpose(1, 2).reshape(B * N, T, D)
         h = tq + self.attn(self.norm_q(tq), self.norm_kv(sk), pos, pos)
-        h = h + self.mlp(self.norm_mlp(h))
-        return self.norm(h.view(B, N, T, D).permute(0, 2, 1, 3))
+        h = h + self.mlp(h, self.norm_mlp)
+        return self.norm(h).view(B, N, T, D).transpose(1, 2)  # (B, T, N, D), sensor-major in memory
 
 
 def make_stream_fusion(cfg: TrafficConfig) -> nn.Module:
@@ -216,13 +382,21 @@ class Stage(nn.Module):
         self.fusion = make_stream_fusion(cfg)
 
     def forward(self, h: torch.Tensor, pos: torch.Tensor, graph: Optional[torch.Tensor]) -> torch.Tensor:
-        t = h
+        """h (B, T, N, D), any memory layout -> (B, T, N, D), sensor-major in memory (a transposed view of a
+        contiguous (B, N, T, D)): each stream copies its input into its own layout once (nothing when it is
+        already in it) and keeps it through its blocks."""
+        B, T, N, D = h.shape
+        t = h.transpose(1, 2).reshape(B * N, T, D)  # (B*N, T, D)
         for blk in self.temporal:
-            t = blk(t, pos=pos)
-        s = h
+            t = blk.forward_seq(t, pos=pos)
+        s = h.reshape(B * T, N, D)  # (B*T, N, D)
         for blk in self.spatial:
-            s = blk(s, graph=graph)
-        return self.fusion(t, s, pos) if isinstance(self.fusion, CrossAttnFusion) else self.fusion(t, s)
+            s = blk.forward_seq(s, graph=graph)
+        t4 = t.view(B, N, T, D)  # the fusion works sensor-major: its output is what the next attention over time reads
+        s4 = s.view(B, T, N, D).transpose(1, 2)
+        if isinstance(self.fusion, CrossAttnFusion):
+            return self.fusion(t4.transpose(1, 2), s4.transpose(1, 2), pos)
+        return self.fusion(t4, s4).transpose(1, 2)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Checkpoints written before the fusion blocks were shared name the gated fusion's weights
@@ -317,13 +491,14 @@ class TrafficTransformer(nn.Module):
         self.register_buffer("scaler_std", torch.as_tensor(scaler_std if scaler_std is not None else [1.0], dtype=torch.float32).reshape(-1))
         self.register_buffer("positions", torch.arange(L + H), persistent=False)
 
-    def _add_positions(self, h: torch.Tensor, offset: int, n: int) -> torch.Tensor:
-        if self.pos_table is not None:
-            h = h + self.pos_table[offset : offset + n][None, :, None, :]
-        elif self.pos_fixed.numel():
-            h = h + self.pos_fixed[offset : offset + n][None, :, None, :]
+    def _add_positions(self, h: torch.Tensor, offset: int, n: int, sensor_major: bool = False) -> torch.Tensor:
+        """h (B, T, N, D), or (B, N, T, D) with ``sensor_major``, plus the step positions and the node embedding."""
+        table = self.pos_table if self.pos_table is not None else self.pos_fixed if self.pos_fixed.numel() else None
+        if table is not None:
+            pos = table[offset : offset + n]
+            h = h + (pos[None, None] if sensor_major else pos[None, :, None, :])
         if self.node_emb is not None:
-            h = h + self.node_emb[None, None]
+            h = h + (self.node_emb[None, :, None, :] if sensor_major else self.node_emb[None, None])
         return h
 
     def forward(self, x: torch.Tensor, tf: torch.Tensor) -> torch.Tensor:
@@ -332,21 +507,23 @@ class TrafficTransformer(nn.Module):
         graph = self.graph if self.graph.numel() else None
         pos_in, pos_out = self.positions[:L], self.positions[L : L + H]
 
-        h = self.embed_drop(self._add_positions(self.input_proj(x), 0, L))  # (B, L, N, D)
+        h = dropout(self._add_positions(self.input_proj(x), 0, L), self.embed_drop.p, self.training)  # (B, L, N, D)
         h = self.stage1(h, pos_in, graph)  # (B, L, N, D)
 
         q = self.query_token.expand(B, H, 1, -1)
         if self.query_proj is not None:
             q = q + self.query_proj(tf)[:, :, None, :]  # (B, H, 1, D)
-        q = self._add_positions(q.expand(B, H, N, -1), L, H)  # (B, H, N, D)
+        # the queries built sensor-major, (B, N, H, D): the same sums as (B, H, N, D), laid out as they are read
+        q = self._add_positions(q.transpose(1, 2), L, H, sensor_major=True)  # (B, N or 1, H, D)
         D = q.shape[-1]
-        qs = q.permute(0, 2, 1, 3).reshape(B * N, H, D)
-        ks = h.permute(0, 2, 1, 3).reshape(B * N, L, D)
+        q = q.expand(B, N, H, D)
+        qs = q.reshape(B * N, H, D)
+        ks = h.transpose(1, 2).reshape(B * N, L, D)  # a view: stage 1 ends sensor-major
         d = qs + self.transform(self.transform_norm_q(qs), self.transform_norm_kv(ks), pos_out, pos_in)
-        d = d + self.transform_mlp(self.transform_norm_mlp(d))
-        d = d.view(B, N, H, D).permute(0, 2, 1, 3)  # (B, H, N, D)
-        d = self.stage2(d, pos_out, graph)
-        return self.head(self.head_norm(d)).squeeze(-1)  # (B, H, N)
+        d = d + self.transform_mlp(d, self.transform_norm_mlp)
+        d = d.view(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
+        d = self.stage2(d, pos_out, graph)  # (B, H, N, D), sensor-major in memory
+        return self.head(self.head_norm(d.transpose(1, 2))).squeeze(-1).transpose(1, 2).contiguous()  # (B, H, N)
 
     def unscale(self, y: torch.Tensor) -> torch.Tensor:
         """Scaled (..., N) -> data units."""
