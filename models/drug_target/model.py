@@ -16,11 +16,19 @@ Encoders: ``cnn`` is DeepDTA's character CNN (three 1-D convolutions whose filte
 ``hidden_dim``) with "same" padding so that token masks stay aligned; ``transformer`` is a
 pre-norm Transformer encoder with sinusoidal positions. The model predicts the *standardised* target;
 ``target_mean`` / ``target_std`` buffers (the training-split scaler) map it back.
+
+Cost: a batch holds each distinct drug and protein once (``drug_index`` / ``protein_index`` map pairs to
+them), so each sequence is encoded, and projected by the first fusion layer, once per batch; the fusion
+then runs on each pair's real tokens only (*packed*; padding is left only inside the attention). With
+batches drawn from a few proteins (``batch_proteins``) this cuts the seed-size model's forward and
+backward on Davis to ~0.4 of the padded per-pair computation (``bench/dta_cost.py``), which
+``forward(..., packed=False)`` still runs and which gives the same outputs, gradients and dropout masks.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -184,22 +192,33 @@ class DeepBindNet(nn.Module):
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
 
-    def forward(self, drug: torch.Tensor, protein: torch.Tensor,
-                drug_index: torch.Tensor | None = None, protein_index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, drug: torch.Tensor, protein: torch.Tensor, drug_index: torch.Tensor | None = None,
+                protein_index: torch.Tensor | None = None, *, packed: bool = True) -> torch.Tensor:
         """``drug`` (Ud, Ld) and ``protein`` (Up, Lp) token ids; the pairs are rows ``drug_index`` (B,)
-        and ``protein_index`` (B,) of them (default: row i with row i). Each sequence is encoded once."""
+        and ``protein_index`` (B,) of them (default: row i with row i). Each sequence is encoded once.
+
+        ``packed`` (default) runs the fusion layers on each pair's real tokens only (see
+        :func:`_fuse_packed`); ``packed=False`` pads every pair to the batch's longest sequences, the
+        reference computation. The two agree to float rounding, in training mode too (on CPU both draw
+        the same dropout masks from the same generator state).
+        """
         d_mask, p_mask = drug != PAD, protein != PAD  # (Ud, Ld), (Up, Lp)
         d = self.drug_encoder(drug, d_mask)  # (Ud, Ld, H)
         p = self.protein_encoder(protein, p_mask)  # (Up, Lp, H)
         if self.cfg.protein_pool > 1:
             p, p_mask = _masked_max_pool(p, p_mask, self.cfg.protein_pool)  # (Up, ceil(Lp / s), H)
-        if drug_index is not None:
+        if drug_index is None:
+            drug_index = torch.arange(len(drug), device=drug.device)
+        if protein_index is None:
+            protein_index = torch.arange(len(protein), device=protein.device)
+        if packed:
+            z = _fuse_packed(self.fusion, d, d_mask, drug_index, p, p_mask, protein_index)  # (B, 4H)
+        else:
             d, d_mask = d[drug_index], d_mask[drug_index]  # (B, Ld, H)
-        if protein_index is not None:
             p, p_mask = p[protein_index], p_mask[protein_index]  # (B, Lp', H)
-        for layer in self.fusion:
-            d, p = layer(d, p, d_mask, p_mask)
-        z = torch.cat([*_mean_max(d, d_mask), *_mean_max(p, p_mask)], dim=-1)  # (B, 4H)
+            for layer in self.fusion:
+                d, p = layer(d, p, d_mask, p_mask)
+            z = torch.cat([*_mean_max(d, d_mask), *_mean_max(p, p_mask)], dim=-1)  # (B, 4H)
         return self.head(z).squeeze(-1)  # (B,)
 
     def scale(self, y: torch.Tensor) -> torch.Tensor:
@@ -215,6 +234,162 @@ class DeepBindNet(nn.Module):
             "fusion": list(self.fusion.parameters()),
             "head": list(self.head.parameters()),
         }
+
+
+class _Packing(NamedTuple):
+    """Where the real tokens of a batch's pairs lie, one row each in *packed* order (pair by pair):
+    packed row ``n`` is token ``t`` of pair ``b``, row ``pad[n] = b * L + t`` of the padded ``(B * L)`` layout."""
+
+    pad: torch.Tensor  # (N,) long
+    pair: torch.Tensor  # (N,) long: b
+    mask: torch.Tensor  # (B, L) bool: the padded layout's real tokens
+    dense: bool  # no padding (N == B * L): packed and padded rows coincide, nothing to gather
+
+
+def _packing(mask: torch.Tensor, index: torch.Tensor) -> _Packing:
+    """Mask ``(U, L)`` of the distinct sequences and each pair's row ``index`` ``(B,)`` -> the packing."""
+    pair_mask = mask[index]  # (B, L)
+    length = pair_mask.shape[1]
+    pad = pair_mask.reshape(-1).nonzero().squeeze(1)
+    return _Packing(pad, torch.div(pad, length, rounding_mode="floor"), pair_mask, len(pad) == pair_mask.numel())
+
+
+class _Rows(torch.autograd.Function):
+    """``x.index_select(0, index)`` for *distinct* row indices: the gradient is copied back into place
+    (``index_copy``) instead of accumulated (``index_add``, which on CPU is several times slower)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.rows, *grad.shape[1:]).index_copy_(0, index, grad), None
+
+
+class _Select(torch.autograd.Function):
+    """``x.index_select(0, index)`` whose backward sums the gradients of repeated rows by a one-hot
+    matrix product ``(U, B) @ (B, ...)`` instead of ``index_add`` (a scatter, slow on CPU for big rows)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        onehot = F.one_hot(index, ctx.rows).to(grad.dtype).t()  # (U, B)
+        return (onehot @ grad.reshape(len(index), -1)).view(ctx.rows, *grad.shape[1:]), None
+
+
+def _pad(x: torch.Tensor, pk: _Packing) -> torch.Tensor:
+    """Packed rows ``(N, C)`` -> the padded layout ``(B, L, C)``, zero at padding."""
+    batch, length = pk.mask.shape
+    if pk.dense:
+        return x.view(batch, length, -1)
+    return x.new_zeros(batch * length, x.shape[-1]).index_copy_(0, pk.pad, x).view(batch, length, -1)
+
+
+def _rows(x: torch.Tensor, pk: _Packing) -> torch.Tensor:
+    """The padded layout's rows ``(B * L, C)`` -> the real tokens' rows, packed ``(N, C)``."""
+    return x if pk.dense else _Rows.apply(x, pk.pad)
+
+
+def _per_pair(x: torch.Tensor, index: torch.Tensor, pk: _Packing) -> torch.Tensor:
+    """Per-sequence rows ``(U, L, C)`` -> each pair's real tokens, packed ``(N, C)``. Pairs index whole
+    sequences first, so the backward sums the pairs of one sequence in ``B`` row blocks."""
+    return _rows(_Select.apply(x, index).reshape(-1, x.shape[-1]), pk)
+
+
+def _dropout(module: nn.Module, x: torch.Tensor, pk: _Packing) -> torch.Tensor:
+    """``nn.Dropout`` ``module`` on packed rows ``(N, C)``, with the mask it would draw for the padded
+    ``(B, L, C)`` tensor (on CPU ``F.dropout`` fills ``empty_like(input)`` by ``bernoulli_``): the packed
+    and the padded computations consume the generator alike and drop the same features."""
+    if not module.training or module.p == 0.0:
+        return x
+    batch, length = pk.mask.shape
+    keep = x.new_empty(batch * length, x.shape[-1]).bernoulli_(1.0 - module.p).div_(1.0 - module.p)
+    return x * (keep if pk.dense else keep.index_select(0, pk.pad))
+
+
+def _gate_query(attn: CrossAttention, x: torch.Tensor) -> torch.Tensor | None:
+    """The query's term of the gate, ``W_g[:, :H] x + b_g`` (None when not gated): with it, the gate
+    needs no ``[x; a]`` concatenation, and for the first fusion layer it is computed per sequence."""
+    if attn.gate is None:
+        return None
+    return F.linear(x, attn.gate.weight[:, : x.shape[-1]], attn.gate.bias)
+
+
+def _block_packed(block: CrossAttentionBlock, x: torch.Tensor, pk: _Packing, q: torch.Tensor, kv: torch.Tensor,
+                  kv_mask: torch.Tensor, gate_q: torch.Tensor | None) -> torch.Tensor:
+    """:meth:`CrossAttentionBlock.forward` on packed queries, from their projections.
+
+    Shapes: x ``(N, H)`` (the queries' real tokens, packed by ``pk``), q ``(B, Lx, H)`` their projection
+    in the padded layout, kv ``(B, Ly, 2H)`` the keys' and values' projection, kv_mask ``(B, Ly)``,
+    gate_q ``(N, H)`` or None -> ``(N, H)``. Only the attention sees padding (masked keys; padded queries
+    are computed and dropped); every position-wise layer runs on the ``N`` real tokens.
+    """
+    attn = block.attn
+    batch, lx, width = q.shape
+    q = q.view(batch, lx, attn.heads, -1).transpose(1, 2)  # (B, h, Lx, d)
+    k, v = kv.view(batch, kv.shape[1], 2, attn.heads, -1).permute(2, 0, 3, 1, 4)  # 2 x (B, h, Ly, d)
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_mask[:, None, None, :],
+                                       dropout_p=attn.attn_dropout if attn.training else 0.0)
+    a = _rows(a.transpose(1, 2).reshape(batch * lx, width), pk)  # (N, H); a view before the rows
+    a = _dropout(attn.dropout, attn.out(a), pk)
+    if gate_q is not None:
+        a = torch.sigmoid(gate_q + F.linear(a, attn.gate.weight[:, width:])) * a
+    x = attn.norm(x + a)
+    f = x
+    for module in block.ff:
+        f = _dropout(module, f, pk) if isinstance(module, nn.Dropout) else module(f)
+    return block.norm2(x + _dropout(block.dropout, f, pk))
+
+
+def _fuse_packed(layers: nn.ModuleList, d: torch.Tensor, d_mask: torch.Tensor, drug_index: torch.Tensor,
+                 p: torch.Tensor, p_mask: torch.Tensor, protein_index: torch.Tensor) -> torch.Tensor:
+    """The fusion layers and the pooling on each pair's real tokens; what the padded forward computes.
+
+    The first layer's inputs are the per-sequence encodings, so what it computes from one side alone
+    (query, key/value and gate-query projections) is computed once per distinct drug and protein and
+    indexed per pair; from then on every token row belongs to one pair. Tokens are packed (no padding)
+    except inside the attention.
+
+    Shapes: d ``(Ud, Ld, H)``, d_mask ``(Ud, Ld)``, drug_index ``(B,)``; p, p_mask, protein_index the
+    same for proteins -> the pooled ``(B, 4H)`` (masked mean and max of drug, then protein tokens).
+    """
+    pd, pp = _packing(d_mask, drug_index), _packing(p_mask, protein_index)
+    width = d.shape[-1]
+    xd, xp = _per_pair(d, drug_index, pd), _per_pair(p, protein_index, pp)  # (Nd, H), (Np, H)
+    for i, layer in enumerate(layers):
+        to_d, to_p = layer.drug_from_protein, layer.protein_from_drug
+        if i == 0:  # per distinct sequence, then per pair
+            q_d, kv_p = _Select.apply(to_d.attn.q(d), drug_index), _Select.apply(to_d.attn.kv(p), protein_index)
+            q_p, kv_d = _Select.apply(to_p.attn.q(p), protein_index), _Select.apply(to_p.attn.kv(d), drug_index)
+            g_d, g_p = (g if g is None else _per_pair(g, index, pk)
+                        for g, index, pk in ((_gate_query(to_d.attn, d), drug_index, pd),
+                                             (_gate_query(to_p.attn, p), protein_index, pp)))
+        else:
+            q_d, kv_p = _pad(to_d.attn.q(xd), pd), _pad(to_d.attn.kv(xp), pp)
+            q_p, kv_d = _pad(to_p.attn.q(xp), pp), _pad(to_p.attn.kv(xd), pd)
+            g_d, g_p = _gate_query(to_d.attn, xd), _gate_query(to_p.attn, xp)
+        xd, xp = (_block_packed(to_d, xd, pd, q_d, kv_p, pp.mask, g_d),
+                  _block_packed(to_p, xp, pp, q_p, kv_d, pd.mask, g_p))
+    return torch.cat([*_pool_packed(xd, pd), *_pool_packed(xp, pp)], dim=-1)
+
+
+def _pool_packed(x: torch.Tensor, pk: _Packing) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_mean_max` of packed rows: ``(N, H)`` -> masked mean and max, two ``(B, H)``."""
+    batch, length = pk.mask.shape
+    count = pk.mask.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+    mean = x.new_zeros(batch, x.shape[-1]).index_add(0, pk.pair, x) / count
+    mx = x.new_full((batch * length, x.shape[-1]), torch.finfo(x.dtype).min).index_copy_(0, pk.pad, x)
+    return mean, mx.view(batch, length, -1).amax(1)
 
 
 def _encoder(cfg: DeepBindConfig, kind: str, vocab_size: int, kernel: int, max_len: int) -> nn.Module:
