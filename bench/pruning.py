@@ -6,6 +6,7 @@ Target: a pruner reaches within 1 % of the unpruned best with at most 1/3 of its
     python bench/pruning.py --budget long        # the target's regime: many trials of 10 epochs (~1 h per dataset)
     python bench/pruning.py --datasets los_loop  # one of them; --trials N --epochs N --set K=V override the budget
     python bench/pruning.py --budget long --datasets los_loop --seed 1 --pruners median  # another sampler seed
+    python bench/pruning.py --seeds 0 1 2        # every arm with each sampler seed: mean ± std over the seeds
     python bench/pruning.py --quick              # a few minutes: checks the script runs
 
 The arms (dataset x pruner) run as separate processes, ``--jobs`` at a time (default: one per core),
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -75,11 +77,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--trials", type=int, help="trials per study (default: the budget's)")
     ap.add_argument("--epochs", type=int, help="epochs per trial (default: the budget's)")
     ap.add_argument("--seed", type=int, help="sampler seed (default: the study's, 0)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="run every arm with each of these sampler seeds and print the "
+                    "ratios' mean ± std over them (the target must hold over seeds, not for one)")
     ap.add_argument("--pruners", nargs="+", default=list(PRUNERS), choices=list(PRUNERS), help="arms to run (none always runs)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="more study overrides, as hpo run --set")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="arms run at once (one thread each)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
+    if args.seeds:
+        return over_seeds(args, sys.argv[1:] if argv is None else list(argv))
     budget = "quick" if args.quick else args.budget
     run = budget + (f"-seed{args.seed}" if args.seed is not None else "")  # names the stores and the result file
     extra = [*args.set, *([f"sampler.seed={args.seed}"] if args.seed is not None else [])]
@@ -111,6 +117,44 @@ def main(argv=None) -> dict:
         print()
     save("pruning" + ("" if run == "default" else f"-{run}"), result)
     return result
+
+
+def over_seeds(args, argv: list[str]) -> dict:
+    """Each sampler seed as its own run (its own stores and result file), then per dataset and pruner the mean ±
+    std over the seeds of best-vs-none % and epochs / none, and how many seeds met the target."""
+    import statistics
+
+    rest, skip = [], False
+    for a in argv:  # the same flags, less --seeds and its values
+        if a == "--seeds":
+            skip = True
+        elif skip and a.lstrip("-").isdigit() and not a.startswith("--"):
+            continue
+        else:
+            skip = False
+            rest.append(a)
+    per_seed = {seed: main([*rest, "--seed", str(seed)]) for seed in args.seeds}
+    summary: dict = {"seeds": args.seeds, "datasets": {}}
+    ms = lambda xs: (statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)  # noqa: E731
+    for ds in args.datasets:
+        rows, entry = [], {}
+        pruners = [p for p in per_seed[args.seeds[0]]["datasets"][ds] if p not in ("overrides", "none")]
+        for name in pruners:
+            arms = [per_seed[seed]["datasets"][ds][name] for seed in args.seeds]
+            rel = [a["best_vs_none_pct"] for a in arms if a["best_vs_none_pct"] is not None]
+            ep = [a["epochs_vs_none"] for a in arms if a["epochs_vs_none"] is not None]
+            met = sum(bool(a["meets_target"]) for a in arms)
+            entry[name] = {"best_vs_none_pct": ms(rel) if rel else None, "epochs_vs_none": ms(ep) if ep else None,
+                           "seeds_meeting_target": met}
+            fmt = lambda v: "" if v is None else f"{v[0]:.3g} ± {v[1]:.2g}"  # noqa: E731
+            rows.append([name, fmt(entry[name]["best_vs_none_pct"]), fmt(entry[name]["epochs_vs_none"]),
+                         f"{met}/{len(args.seeds)}"])
+        summary["datasets"][ds] = entry
+        print(f"\n{ds}, sampler seeds {' '.join(map(str, args.seeds))} (mean ± std over seeds)")
+        print(table(rows, ["pruner", "best vs none %", "epochs / none", "seeds meeting target"]))
+    budget = "quick" if args.quick else args.budget
+    save(f"pruning-{budget}-seeds" + "-".join(map(str, args.seeds)), summary)
+    return summary
 
 
 if __name__ == "__main__":
