@@ -146,5 +146,25 @@ def check_study_data(study: "Study", cache_dir: str | os.PathLike | None = "runs
 
     task = study.make_task(DataCache(cache_dir))
     problems = check_task_data(task, data_configs(study))
+    problems = problems or check_val_subset(study, task)
     if problems:
         raise DataError("\n".join(problems))
+
+
+def check_val_subset(study: "Study", task) -> list[str]:
+    """``training.val_subset`` (a count) must not exceed the val split of the study's default config (the data
+    already read: served by the cache); the line names the key that set it."""
+    space = study.space
+    config = {**space.defaults, **space.fixed}
+    try:
+        train_cfg, _, data_cfg = study.task_cls.split_config(config)
+    except (ValueError, TypeError, KeyError):
+        return []  # an invalid config is the spec check's to report
+    if getattr(train_cfg, "val_subset", None) is None:
+        return []
+    problem = train_cfg.val_subset_problem(task.load(data_cfg).size("val"))
+    if problem is None:
+        return []
+    where = f"{study.space_file}: fixed.val_subset" if "val_subset" in space.fixed and study.space_file else (
+        f"{study.file}: {'space.fixed' if 'val_subset' in space.fixed else 'training'}.val_subset")
+    return [f"{where}: {problem}"]

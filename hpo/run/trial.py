@@ -8,6 +8,10 @@ are :mod:`hpo.store.record`'s):
 - the objective value(s) at the best epoch; intermediate values: the primary objective's val metric per
   epoch (multi-objective studies too: their pruner and gates read the primary);
 - ``curves``: every train/val metric, lr and epoch time per epoch; ``metrics``: all at the best epoch;
+- with ``training.val_subset`` (:mod:`hpo.train.loop`): the intermediate values, the curves' ``val_*`` and a
+  pruned trial's metrics and last value are on the fixed val subset (``val_samples`` its size); a completed
+  trial's objective values and ``metrics`` ``val_*`` are on the whole val split at the best epoch (the
+  subset's kept as ``val_subset_*``);
 - ``diagnosis``: what :mod:`hpo.train.diagnose` reads in the curves (overfitting, plateau, wasted epochs, ...);
 - ``stop_reason`` (a :class:`~hpo.store.record.StopReason`) and ``stop_detail`` (a sentence), ``best_epoch``,
   ``epochs_run``, ``seconds``, ``n_params``, ``device``, ``threads``, ``worker`` (host:pid);

@@ -10,8 +10,9 @@ metadata (``knob(default, help)``); ``hpo keys TASK`` prints it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, get_args
+from typing import Any, Callable, Literal, Optional, Union, get_args
 
 Scheduler = Literal["onecycle", "cosine", "cosine_warm_restarts", "lambda", "step", "none"]
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
@@ -52,7 +53,10 @@ class TrainConfig:
     seed: int = knob(0, "seeds python, numpy and torch; the data split has its own seed")
     deterministic: bool = knob(True, "torch.use_deterministic_algorithms on CPU (bit-exact reruns)")
     train_eval: bool = knob(False, "also evaluate the train split in eval mode each epoch (exact gap)")
-    eval_every: int = knob(1, "evaluate (and report to the pruner) every N epochs")
+    eval_every: int = knob(1, "evaluate (and report to the pruner) every N epochs; the last epoch always")
+    val_subset: Optional[Union[int, float]] = knob(
+        None, "per-epoch validation on a fixed seeded subset of the val split: a count (int >= 1) or a fraction "
+              "(0 < float <= 1); the objective is still the whole split at the best epoch; null: the whole split")
     num_workers: int = knob(0, "DataLoader worker processes")
     group_lr: dict = knob(default_factory=dict, help="learning rate per parameter group, filled from the lr_<group> keys")
 
@@ -70,5 +74,51 @@ class TrainConfig:
             problems.append(f"scheduler must be one of {', '.join(SCHEDULERS)}, but got {self.scheduler!r}")
         if self.eval_every < 1:
             problems.append(f"eval_every must be >= 1, but got {self.eval_every}")
+        problem = _val_subset_problem(self.val_subset)
+        if problem:
+            problems.append(problem)
         if problems:
             raise ValueError("; ".join(problems))
+
+    def val_subset_problem(self, n_val: int) -> str | None:
+        """What is wrong with ``val_subset`` for a val split of ``n_val`` samples (None when nothing): for the
+        study's data check, which reads the split sizes before any trial."""
+        return val_subset_size_problem(self.val_subset, n_val)
+
+    def val_subset_size(self, n_val: int) -> int | None:
+        """How many of the ``n_val`` validation samples the per-epoch values are computed on, or None for the
+        whole split (``val_subset`` null, or a subset as large as the split). A fraction rounds to the nearest
+        count, at least 1. Raises ``ValueError`` for a count larger than the split."""
+        if self.val_subset is None:
+            return None
+        problem = val_subset_size_problem(self.val_subset, n_val)
+        if problem:
+            raise ValueError(problem)
+        k = self.val_subset if isinstance(self.val_subset, int) else max(1, round(self.val_subset * n_val))
+        return None if k >= n_val else k
+
+
+def _val_subset_problem(value: Any) -> str | None:
+    """What is wrong with a ``val_subset`` value on its own (None when nothing)."""
+    rule = "val_subset must be null, a count (int >= 1) or a fraction (0 < float <= 1)"
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{rule}, but got {value!r}"
+    if isinstance(value, int):
+        return None if value >= 1 else f"{rule}, but got {value}"
+    if not math.isfinite(value) or not 0 < value <= 1:
+        hint = " (give a count as an integer)" if math.isfinite(value) and value > 1 else ""
+        return f"{rule}{hint}, but got {value}"
+    return None
+
+
+def val_subset_size_problem(value: Any, n_val: int) -> str | None:
+    """What is wrong with ``val_subset`` for a validation split of ``n_val`` samples (None when nothing):
+    the rule :func:`TrainConfig.val_subset_size` enforces, for checks that read the data before any trial."""
+    problem = _val_subset_problem(value)
+    if problem or value is None:
+        return problem
+    if isinstance(value, int) and value > n_val:
+        return f"val_subset must be <= the val split's size ({n_val} samples), but got {value}"
+    return None

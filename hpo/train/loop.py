@@ -6,6 +6,15 @@ Early stopping and pruning are different things: early stopping ends a run whose
 val metric has not improved by more than ``min_delta`` for ``patience`` epochs (the run is complete
 and its result is the best epoch's); pruning is decided outside, by the ``on_epoch`` callback raising
 :class:`hpo.errors.Pruned`.
+
+Validation on a subset (``val_subset``): each evaluated epoch's ``val_*`` values (what ``on_epoch``, the
+pruner, gates, early stopping and the curves see) are computed on one fixed subset of the val split, drawn
+from ``seed`` alone (the same samples every epoch, and every trial with the same seed); curves then also
+hold ``val_samples`` (its size) and ``val_seconds`` (each validation pass's time). A run that completes or
+early-stops is then evaluated once on the WHOLE val split with the best epoch's weights: its ``best``
+``val_*`` values (the objective) are the whole split's, ``val_samples`` the split's size, and the subset's
+values at that epoch are kept as ``val_subset_*`` (``val_subset_samples`` its size). A pruned or diverged
+run is not: its ``best`` and its last value stay the subset's (``val_samples`` says so).
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ class FitResult:
     n_params: int
     device: str
     best_state: dict | None = field(default=None, repr=False)  # state_dict at the best epoch (CPU)
+    final_val_seconds: float = 0.0  # val_subset: the whole-split evaluation of the best epoch (0 without one)
 
 
 def fit(
@@ -99,6 +109,14 @@ def fit(
     n_params = sum(p.numel() for p in model.parameters())
     train_loader = task.loader(splits, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = task.loader(splits, "val", cfg.batch_size, shuffle=False)
+    n_val = splits.size("val")
+    n_sub = cfg.val_subset_size(n_val)  # None: every epoch validates on the whole split
+    if n_sub is not None:
+        subset = _ValSubsetSplits(splits, subset_indices(n_val, n_sub, cfg.seed))
+        watch_loader = task.loader(subset, "val", cfg.batch_size, shuffle=False)
+        logger.debug("validating each epoch on %d of the %d val samples (val_subset=%s)", n_sub, n_val, cfg.val_subset)
+    else:
+        watch_loader = val_loader
     train_eval_loader = task.loader(splits, "train", cfg.batch_size, shuffle=False) if cfg.train_eval else None
     optimizer = make_optimizer(task.group_parameters(model), cfg)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch(len(train_loader), cfg.grad_accum_steps), epochs)
@@ -155,15 +173,15 @@ def fit(
 
         # ---- evaluate ----
         evaluated = epoch % cfg.eval_every == 0 or epoch == epochs
+        timing: dict[str, float] = {}
         if evaluated:
-            metrics.update(_evaluate(task, model, val_loader, dev, autocast, "val"))
-            tr, va = metrics.get(f"train_{primary}"), metrics.get(f"val_{primary}")
-            if tr is not None and va is not None:
-                metrics["train_val_gap"] = va - tr
-                metrics["val_train_ratio"] = va / tr if tr != 0 else math.inf
-            if metrics.get("train_loss"):  # the plans' overfitting rule for any metric: val/train loss
-                metrics["val_train_loss_ratio"] = metrics["val_loss"] / metrics["train_loss"]
-        _record(curves, metrics, epoch, optimizer, time.perf_counter() - t0)
+            t_val = time.perf_counter()
+            metrics.update(_evaluate(task, model, watch_loader, dev, autocast, "val"))
+            _add_gaps(metrics, primary)
+            if n_sub is not None:  # the curves say what each epoch's val_* values are on, and what it cost
+                metrics["val_samples"] = n_sub
+                timing["val_seconds"] = round(time.perf_counter() - t_val, 4)
+        _record(curves, {**metrics, **timing}, epoch, optimizer, time.perf_counter() - t0)
         if not evaluated:
             _snapshot(on_epoch_state, model, epoch, metrics, best_epoch)
             continue
@@ -175,7 +193,7 @@ def fit(
             break
         if value < best_value:
             best_value, best_epoch, best_metrics = value, epoch, dict(metrics)
-            if keep_best_state:
+            if keep_best_state or n_sub is not None:  # a subset run evaluates the best weights at the end
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         if value < es_ref - cfg.min_delta or es_epoch == 0:
             es_ref, es_epoch = value, epoch
@@ -195,6 +213,13 @@ def fit(
 
     if stop_reason == "completed":
         stop_detail = f"completed {epoch} epochs (best at epoch {best_epoch})"
+    final_val_seconds = 0.0
+    if n_sub is not None and stop_reason in ("completed", "early_stopped") and best_state is not None:
+        t_val = time.perf_counter()  # the reported values: the best epoch's weights on the whole val split
+        model.load_state_dict(best_state)
+        best_metrics = _whole_split_best(best_metrics, _evaluate(task, model, val_loader, dev, autocast, "val"),
+                                         primary, n_val)
+        final_val_seconds = time.perf_counter() - t_val
     return FitResult(
         best_epoch=best_epoch,
         best=best_metrics,
@@ -205,8 +230,101 @@ def fit(
         seconds=time.perf_counter() - t_start,
         n_params=n_params,
         device=str(dev),
-        best_state=best_state,
+        best_state=best_state if keep_best_state else None,
+        final_val_seconds=round(final_val_seconds, 4),
     )
+
+
+def _add_gaps(metrics: dict[str, float], primary: str) -> None:
+    """The train-vs-val metrics of one evaluated epoch (in place), from its train_* and val_* values."""
+    tr, va = metrics.get(f"train_{primary}"), metrics.get(f"val_{primary}")
+    if tr is not None and va is not None:
+        metrics["train_val_gap"] = va - tr
+        metrics["val_train_ratio"] = va / tr if tr != 0 else math.inf
+    if metrics.get("train_loss"):  # the plans' overfitting rule for any metric: val/train loss
+        metrics["val_train_loss_ratio"] = metrics["val_loss"] / metrics["train_loss"]
+
+
+def _whole_split_best(on_subset: Mapping[str, float], whole: Mapping[str, float], primary: str, n_val: int) -> dict:
+    """The best epoch's metrics with every ``val_*`` value (and the train-vs-val ones) from the whole split;
+    the subset's are kept as ``val_subset_*``."""
+    gaps = ("train_val_gap", "val_train_ratio", "val_train_loss_ratio")
+    kept = {k: v for k, v in on_subset.items() if not k.startswith("val_") and k not in gaps}
+    subset = {f"val_subset_{k[4:]}": v for k, v in on_subset.items() if k in whole}
+    best = {**kept, **whole}
+    _add_gaps(best, primary)
+    return {**best, "val_samples": n_val, **subset, "val_subset_samples": on_subset["val_samples"]}
+
+
+def subset_indices(n: int, k: int, seed: int):
+    """The ``k`` of ``n`` validation indices a ``val_subset`` run validates on each epoch: a uniform draw
+    from a generator of its own seeded with ``seed`` (the training RNG streams are untouched), in split
+    order. The same (n, k, seed) give the same indices; a smaller k gives a subset of a larger one's."""
+    import numpy as np
+
+    return np.sort(np.random.default_rng(seed % 2**32).permutation(n)[:k])
+
+
+class _ValSubsetSplits:
+    """``splits`` as a task's ``loader`` sees them, with the val part cut to ``indices`` (:func:`take`);
+    every other part and attribute is the original's."""
+
+    def __init__(self, splits: "Splits", indices) -> None:
+        self._splits, self._val, self.info = splits, take(splits["val"], indices), splits.info
+
+    def __getitem__(self, name: str) -> Any:
+        return self._val if name == "val" else self._splits[name]
+
+    def size(self, name: str) -> int:
+        return len(self._val) if name == "val" else self._splits.size(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._splits, name)
+
+
+def take(part: Any, indices) -> Any:
+    """The items ``indices`` (sorted, 0-based) of one split part, as the same kind of part where possible:
+
+    - a part with a ``subset(indices)`` method: its answer (the way for a family whose part is none of the below);
+    - a dataclass whose array fields hold one row per item (``PairSet``, ``FaceSet``): those rows;
+    - a part read through ``batch(idx)`` (windows): a view whose k-th item is the part's ``indices[k]``;
+    - a sequence or map-style dataset (a list of graphs, a ``TensorDataset``): a ``torch.utils.data.Subset``.
+
+    Anything else raises ``TypeError`` naming its type."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    if callable(getattr(part, "subset", None)):
+        return part.subset(indices)
+    n = len(part)
+    if dataclasses.is_dataclass(part) and not isinstance(part, type):
+        rows = {f.name: getattr(part, f.name) for f in dataclasses.fields(part)}
+        rows = {k: v for k, v in rows.items() if isinstance(v, (np.ndarray, torch.Tensor)) and v.ndim and len(v) == n}
+        if rows:
+            idx = torch.as_tensor(indices, dtype=torch.long)
+            return dataclasses.replace(part, **{k: v[indices] if isinstance(v, np.ndarray) else v[idx]
+                                                for k, v in rows.items()})
+    if callable(getattr(part, "batch", None)):
+        return _BatchView(part, torch.as_tensor(indices, dtype=torch.long))
+    if hasattr(part, "__getitem__"):
+        return torch.utils.data.Subset(part, [int(i) for i in indices])
+    raise TypeError(f"val_subset: the val split ({type(part).__name__}) cannot be cut to a subset; give it a "
+                    "subset(indices) method, or set val_subset: null")
+
+
+class _BatchView:
+    """Items ``indices`` of a part read through ``batch(idx)``: item k is the part's ``indices[k]``."""
+
+    def __init__(self, part: Any, indices) -> None:
+        self.part, self.indices = part, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, idx) -> Any:
+        return self.part.batch(self.indices[idx])
 
 
 def _snapshot(callback: EpochStateCallback | None, model, epoch: int, metrics: Mapping[str, float], best_epoch: int) -> None:
