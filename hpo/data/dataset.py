@@ -59,6 +59,8 @@ class DatasetSpec(BaseModel):
     split_file_ids: ClassVar[str] = "row indices (0-based)"
     #: settings that a random split reads and an explicit split replaces (refused beside one)
     random_split_settings: ClassVar[tuple[str, ...]] = ("split_seed",)
+    #: settings added after caches were keyed: left out of :meth:`settings` while None (old keys stay valid)
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("split_file", "split_field")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -162,7 +164,7 @@ class DatasetSpec(BaseModel):
     def settings(self, exclude: typing.Iterable[str] = ()) -> dict[str, Any]:
         """The spec's settings as JSON values, without path fields (the cache keys on their content)."""
         paths = {name for name, f in type(self).model_fields.items() if _is_path(f.annotation)}
-        unset = {name for name in ("split_file", "split_field") if getattr(self, name, 0) is None}  # keys as before they existed
+        unset = {name for name in self.keyed_when_set if getattr(self, name, 0) is None}  # keys as before they existed
         exclude = {name for name in exclude if name in type(self).model_fields}
         return self.model_dump(mode="json", exclude=paths | unset | exclude)
 

@@ -14,7 +14,9 @@ Fixed splits, for results set beside a benchmark's: :func:`read_split_file` read
 leaderboard JSON ``{"train": {id: target}, "val": ..., "test": ...}``, lists of ids or row indices, ALIGNN's
 ``ids_train_val_test.json``, or a CSV of ``id,split`` rows) and checks its shape, :func:`explicit_split`
 matches its entries to a dataset's ids (or row indices), :func:`labels_split` reads a ``split_field``
-(one ``train`` / ``val`` / ``test`` per record), and :func:`alignn_split` is ALIGNN's own seeded random split.
+(one ``train`` / ``val`` / ``test`` per record), :func:`alignn_split` is ALIGNN's own seeded random split, and
+:func:`matbench_split` is a Matbench v0.1 fold (sklearn's ``KFold(5, shuffle=True, random_state=18012019)``,
+reproduced by :func:`kfold_test_indices` without sklearn) with a validation part carved from its training rows.
 Their errors read ``file: task.dataset.split_file: what must hold, but got X``.
 """
 
@@ -321,3 +323,54 @@ def alignn_split(n: int, split_seed: int = 123, train_ratio: float | None = None
         raise DataError(f"{label}: task.dataset.split: alignn must leave no split empty (int(fraction x {n}) {what} each), but got "
                         f"an empty {', '.join(empty)} split (train {n_train}, val {n_val}, test {n_test})")
     return {name: np.sort(np.asarray(parts[name], dtype=np.int64)) for name in NAMES}
+
+
+# ------------------------------------------------------------------------------------ matbench folds
+#: Matbench v0.1's folds: ``sklearn.model_selection.KFold(n_splits=5, shuffle=True, random_state=18012019)``
+#: over the dataset's rows (matbench's regression tasks; its classification tasks stratify)
+MATBENCH_FOLDS = 5
+MATBENCH_SEED = 18012019
+
+
+def kfold_test_indices(n: int, n_splits: int = MATBENCH_FOLDS, seed: int = MATBENCH_SEED) -> list["np.ndarray"]:
+    """The test indices of each fold of ``sklearn.model_selection.KFold(n_splits, shuffle=True,
+    random_state=seed)`` over ``n`` rows, reproduced without sklearn: ``arange(n)`` shuffled in place by
+    ``numpy.random.RandomState(seed)`` (sklearn's ``check_random_state``); fold ``k`` is the next
+    ``n // n_splits`` rows of that order, one more for the first ``n % n_splits`` folds. Sorted int64
+    arrays (sklearn returns each fold's test part sorted too)."""
+    import numpy as np
+
+    if n_splits < 2 or n < n_splits:
+        raise DataError(f"KFold needs 2 <= n_splits <= n, but got n_splits {n_splits} over {n} rows")
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(n_splits, n // n_splits, dtype=np.int64)
+    sizes[: n % n_splits] += 1
+    stops = np.cumsum(sizes)
+    return [np.sort(order[stop - size:stop]).astype(np.int64) for size, stop in zip(sizes, stops)]
+
+
+def matbench_split(n: int, fold: int, val_fraction: float, split_seed: int, *, label: str = "task.dataset",
+                   what: str = "usable records") -> dict[str, "np.ndarray"]:
+    """Matbench v0.1 fold ``fold`` (0 .. 4) of ``n`` rows: its test part (:func:`kfold_test_indices`) is the
+    test split; the validation split is carved from the fold's training rows (the other four folds):
+    ``max(1, floor(val_fraction n_rest))`` of them (none when ``val_fraction`` is 0), drawn by
+    ``numpy.random.default_rng(split_seed)``; the rest trains. Sorted int64 indices."""
+    import numpy as np
+
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < MATBENCH_FOLDS:
+        raise DataError(f"{label}: task.dataset.fold: must be an integer 0 .. {MATBENCH_FOLDS - 1} (a matbench fold), "
+                        f"but got {fold!r}")
+    if n < 2 * MATBENCH_FOLDS:
+        raise DataError(f"{label}: task.dataset.split: matbench must split at least {2 * MATBENCH_FOLDS} {what} (5 folds, and a "
+                        f"fold's training rows hold both train and val), but got {n}")
+    test = kfold_test_indices(n)[int(fold)]
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), test)
+    n_val = max(1, math.floor(val_fraction * len(rest))) if val_fraction > 0 else 0
+    if n_val >= len(rest):
+        raise DataError(f"{label}: task.dataset.val_fraction: must leave training rows in matbench fold {fold} "
+                        f"({len(rest)} rows outside its test part), but got {val_fraction:g} ({n_val} val rows)")
+    order = np.random.default_rng(split_seed).permutation(len(rest))
+    val = rest[order[:n_val]]
+    train = rest[order[n_val:]]
+    return {"train": np.sort(train).astype(np.int64), "val": np.sort(val).astype(np.int64), "test": test}

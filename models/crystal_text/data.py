@@ -11,10 +11,16 @@
 Every format also takes the split: ``val_fraction`` / ``test_fraction`` (ALIGNN's 0.1 / 0.1) and
 ``split_seed``, the same for every trial of a study, and ``max_samples`` (a random subset, for quick
 looks); ``split: alignn`` gives ALIGNN's exact random split instead (:func:`hpo.data.split.alignn_split`,
-with ``train_fraction`` as ALIGNN's ``train_ratio``). An explicit split replaces the random one:
-``split_file`` (ids per part, e.g. a JARVIS leaderboard file; ids are the records' ids: ``jid``, the file
-names, dcdft's names) or, for ``jarvis_json``, ``split_field`` (a record field holding train / val / test).
-Paths are relative to the study file.
+with ``train_fraction`` as ALIGNN's ``train_ratio``); ``split: matbench`` with ``fold: 0 .. 4`` gives a
+Matbench v0.1 fold (:func:`hpo.data.split.matbench_split`: sklearn's ``KFold(5, shuffle=True,
+random_state=18012019)`` over the usable records in the order the format reads them: a JSON list's order,
+``id_prop.csv``'s rows, ase_files' sorted paths; the fold's test part is the test split, and
+``val_fraction`` of the fold's training rows, drawn with ``split_seed``, validate). An explicit split
+replaces the random one: ``split_file`` in every format (ids per part, e.g. a JARVIS leaderboard file;
+ids are the records' ids: ``jid``, the file names, dcdft's and synthetic's names) or ``split_field`` where
+records have fields: a record field (``jarvis_json``), a 0-based column of ``id_prop.csv``
+(``alignn_folder``) or a column of the targets CSV (``ase_files``), holding train / val / test. Paths
+are relative to the study file.
 
 Data files come from strangers, so every record is checked as it is read, and a malformed one is an
 error naming the file, the record (index and id) or row (line number) and what must hold — never a
@@ -38,6 +44,7 @@ from typing import Any, ClassVar, Iterator, Literal, Optional
 import numpy as np
 from pydantic import Field, model_validator
 
+from hpo.data.split import MATBENCH_FOLDS, SPLIT_NAMES
 from hpo.data.validate import MAX_LISTED, require_finite, where
 from hpo.errors import DataError, Problem, closest, show
 from hpo.data.dataset import SplitField, SplitFile, key_error
@@ -135,21 +142,39 @@ class _SplitSettings(CrystalTextDataset, SplitFile):
     split_seed: int = Field(123, description="seed of the random split (ALIGNN's default random_seed)")
     max_samples: Optional[int] = Field(None, ge=3,
                                        description="use a random subset of this many samples (after filtering); null: all")
-    split: Literal["random", "alignn"] = Field(
+    split: Literal["random", "alignn", "matbench"] = Field(
         "random", description="random: this service's seeded split (numpy); alignn: ALIGNN's get_id_train_val_test exactly "
                               "(Python's random.shuffle with split_seed, int(fraction x n) per part), the same test set as "
-                              "an ALIGNN run with that random_seed and these ratios")
+                              "an ALIGNN run with that random_seed and these ratios; matbench: Matbench v0.1's fold `fold` "
+                              "(KFold(5, shuffle=True, random_state=18012019) over the usable records in the order the format "
+                              "reads them) is the test split, val_fraction of the fold's other rows (drawn with split_seed) "
+                              "validate")
     train_fraction: Optional[float] = Field(
         None, gt=0.0, le=1.0, description="split: alignn only: ALIGNN's train_ratio (null: 1 - val_fraction - test_fraction)")
+    fold: Optional[int] = Field(
+        None, ge=0, le=MATBENCH_FOLDS - 1, strict=True,
+        description="split: matbench only (and required there): the Matbench v0.1 fold whose test part is the test split, 0 .. 4")
 
     split_fractions: ClassVar[tuple[str, ...]] = ("val_fraction", "test_fraction")
-    split_file_ids: ClassVar[str] = "record ids (jarvis_json: the id_field, jid; alignn_folder and ase_files: the file names; dcdft: the names)"
-    random_split_settings: ClassVar[tuple[str, ...]] = ("split_seed", "max_samples", "split", "train_fraction")
+    split_file_ids: ClassVar[str] = ("record ids (jarvis_json: the id_field, jid; alignn_folder: the id_prop.csv file names; "
+                                     "ase_files: the targets CSV ids; dcdft: the names; synthetic: synthetic-0 ...)")
+    random_split_settings: ClassVar[tuple[str, ...]] = ("split_seed", "max_samples", "split", "train_fraction", "fold")
+    keyed_when_set: ClassVar[tuple[str, ...]] = (*DatasetSpec.keyed_when_set, "fold")
 
     @model_validator(mode="after")
     def _alignn_split_settings(self):
         if self.train_fraction is not None and self.split != "alignn":
             raise key_error(self, "train_fraction", f"is read by split: alignn only (split is {self.split!r})")
+        if self.fold is not None and self.split != "matbench":
+            raise key_error(self, "fold", f"is read by split: matbench only (split is {self.split!r})")
+        if self.split == "matbench":
+            if self.fold is None:
+                raise key_error(self, "split", f"matbench needs fold: 0 .. {MATBENCH_FOLDS - 1} beside it (the Matbench fold "
+                                               f"whose test part is the test split)")
+            for key, why in (("test_fraction", "the fold's test part, a fifth of the records, is the test split"),
+                             ("max_samples", "matbench's folds split every usable record")):
+                if key in self.model_fields_set:
+                    raise key_error(self, key, f"must not be set with split: matbench ({why})")
         if self.split == "alignn":
             if self.max_samples is not None:
                 raise key_error(self, "max_samples", "must not be set with split: alignn (it splits every usable record, as ALIGNN does)")
@@ -157,6 +182,33 @@ class _SplitSettings(CrystalTextDataset, SplitFile):
                 raise key_error(self, "train_fraction", f"must leave train_fraction + val_fraction + test_fraction <= 1 (ALIGNN's "
                                 f"rule; val {self.val_fraction:g}, test {self.test_fraction:g})")
         return self
+
+    def split_parts(self, structures: dict) -> dict[str, np.ndarray]:
+        """Sorted indices of train / val / test over the usable records (``structures``: the cached entry,
+        with ``ids``, ``stats`` and, with ``split_field``, ``split_labels``): the explicit split
+        (``split_file``, ``split_field``), ALIGNN's (``split: alignn``), a Matbench fold (``split:
+        matbench``) or this service's seeded random split (``rule="floor"``, after ``max_samples``)."""
+        from hpo.data.split import alignn_split, labels_split, matbench_split, random_split
+
+        ids, label = structures["ids"], self.label()
+        n = len(ids)
+        if self.split_file is not None:
+            return self.read_split(n, ids, label, what="usable records")
+        if getattr(self, "split_field", None) is not None:
+            if "split_labels" not in structures:
+                raise DataError(f"{label}: task.dataset.split_field: the records must carry their split, but got an entry "
+                                "built without it (rebuild the cache)")
+            return labels_split(structures["split_labels"], label, ids=ids)
+        if self.split == "alignn":
+            return alignn_split(n, self.split_seed, self.train_fraction, self.val_fraction, self.test_fraction, label=label)
+        if self.split == "matbench":
+            skipped = int(structures.get("stats", {}).get("skipped_missing_target", 0))
+            if skipped:
+                logger.warning("%s: split: matbench folds the %d usable records; %d records without the target were skipped "
+                               "first, so the folds are matbench's only if its dataset skipped them too", label, n, skipped)
+            return matbench_split(n, self.fold, self.val_fraction, self.split_seed, label=label)
+        return random_split(n, self.val_fraction, self.test_fraction, self.split_seed, rule="floor",
+                            max_items=self.max_samples, what="usable records", label=label)
 
 
 class JarvisJsonDataset(_SplitSettings, SplitField):
@@ -232,7 +284,7 @@ class JarvisJsonDataset(_SplitSettings, SplitField):
             target=rec.get(field) if field else None,
             description=desc if isinstance(desc, str) and desc.strip() else None,
             where=at,
-            split=rec.get(self.split_field) if self.split_field is not None else None,
+            split=split_label(rec[self.split_field], at) if self.split_field is not None else None,
         )
 
     def check(self, target: Optional[str] = None) -> list[Problem]:
@@ -257,8 +309,9 @@ class JarvisJsonDataset(_SplitSettings, SplitField):
         return [problem if not self.target_field else Problem("target_field", problem.message, field)]
 
 
-class AlignnFolderDataset(_SplitSettings):
-    """ALIGNN's layout: a folder of structure files and ``id_prop.csv`` rows ``file,target`` (no header)."""
+class AlignnFolderDataset(_SplitSettings, SplitField):
+    """ALIGNN's layout: a folder of structure files and ``id_prop.csv`` rows ``file,target`` (no header);
+    ``split_field`` is a column of those rows holding train / val / test (e.g. ``file,target,split``)."""
 
     format: Literal["alignn_folder"] = Field(description="selects this format: an ALIGNN folder with id_prop.csv")
     path: DataPath = Field(description="the folder of structure files and id_prop.csv")
@@ -267,6 +320,15 @@ class AlignnFolderDataset(_SplitSettings):
     file_format: Optional[str] = Field(
         None, description="ASE format name (vasp, cif, xyz, ...; ALIGNN's poscar too); default: from the file name")
     descriptions: Optional[DataPath] = Field(None, description="optional CSV of rows file,description (no header)")
+    split_field: Optional[int] = Field(
+        None, ge=1, description="an explicit split instead of the random one: the 0-based column of id_prop.csv whose "
+                                "cells are train, val or test (rows file,target,split: 2)")
+
+    @model_validator(mode="after")
+    def _split_column_is_not_the_target(self):
+        if self.split_field is not None and self.split_field == self.target_column:
+            raise key_error(self, "split_field", f"must be a column other than the target_column ({self.target_column})")
+        return self
 
     def source_files(self) -> list[Path]:
         return _existing([self.path] + ([self.descriptions] if self.descriptions else []))  # a missing one is reported by records()
@@ -292,6 +354,10 @@ class AlignnFolderDataset(_SplitSettings):
             if len(row) <= self.target_column:
                 yield DataError(f"{at}: must have the target_column {self.target_column} (0-based), but got {len(row)} columns")
                 continue
+            if self.split_field is not None and len(row) <= self.split_field:
+                yield DataError(f"{at}: task.dataset.split_field: must have the split column {self.split_field} (0-based), "
+                                f"but got {len(row)} columns")
+                continue
             if not name:
                 yield DataError(f"{at}: column 0 must name a structure file, but got an empty cell")
                 continue
@@ -304,11 +370,12 @@ class AlignnFolderDataset(_SplitSettings):
                 continue
             desc = descriptions.get(name) or descriptions.get(Path(name).stem)
             try:
+                split = split_label(row[self.split_field], at) if self.split_field is not None else None
                 structure = _read_structure(path, self.file_format, name, row[self.target_column].strip(), desc)
             except DataError as e:
                 yield e
                 continue
-            structure.target_where = at
+            structure.target_where, structure.split = at, split
             yield structure
 
     def check(self, target: Optional[str] = None) -> list[Problem]:
@@ -327,6 +394,9 @@ class AlignnFolderDataset(_SplitSettings):
         else:
             if len(row) <= self.target_column:
                 problems.append(Problem("target_column", f"must be a column of {self.id_prop} (its rows have {len(row)})", self.target_column))
+            if self.split_field is not None and len(row) <= self.split_field:
+                problems.append(Problem("split_field", f"must be a 0-based column of {self.id_prop} (its rows have {len(row)})",
+                                        self.split_field))
             if not (self.path / row[0].strip()).is_file():
                 problems.append(Problem("path", f"must hold the files {self.id_prop} names; the first, {row[0].strip()!r}, is missing", str(self.path)))
         if self.descriptions and not self.descriptions.is_file():
@@ -334,8 +404,9 @@ class AlignnFolderDataset(_SplitSettings):
         return problems
 
 
-class AseFilesDataset(_SplitSettings):
-    """Any ASE-readable structure files matched by a glob, and a CSV of targets by id (file name or stem)."""
+class AseFilesDataset(_SplitSettings, SplitField):
+    """Any ASE-readable structure files matched by a glob, and a CSV of targets by id (file name or stem);
+    ``split_field`` is a column of that CSV (it then needs a header) holding train / val / test."""
 
     format: Literal["ase_files"] = Field(description="selects this format: ASE-readable files and a CSV of targets")
     files: DataPath = Field(description="glob pattern of the structure files, e.g. structures/*.cif (** recurses)")
@@ -351,7 +422,7 @@ class AseFilesDataset(_SplitSettings):
     def records(self, target: Optional[str]) -> Iterator[RawStructure | DataError]:
         """Every matched structure file with a row in the targets CSV (sorted by path); a malformed table
         raises, an unreadable structure file is yielded as its :class:`DataError`."""
-        rows = read_target_table(self.targets, target, self.id_column, with_lines=True)
+        rows = read_target_table(self.targets, target, self.id_column, with_lines=True, split_column=self.split_field)
         descriptions = _read_pairs(self.descriptions) if self.descriptions else {}
         files = _glob(self.files)
         if not files:
@@ -363,14 +434,16 @@ class AseFilesDataset(_SplitSettings):
                 unmatched += 1
                 continue
             used.add(key)
-            line, raw = rows[key]
+            line, raw, *split = rows[key]
             desc = descriptions.get(path.name) or descriptions.get(path.stem)
+            at = f"{self.targets}: {where(line, 'row', key)}"
             try:
+                label = split_label(split[0], at) if split else None
                 structure = _read_structure(path, self.file_format, key, raw, desc)
             except DataError as e:
                 yield e
                 continue
-            structure.target_where = f"{self.targets}: {where(line, 'row', key)}"
+            structure.target_where, structure.split = at, label
             yield structure
         if unmatched:
             logger.warning("%s: %d of %d structure files have no row in %s and are not used", self.files, unmatched, len(files), self.targets)
@@ -386,9 +459,17 @@ class AseFilesDataset(_SplitSettings):
             problems.append(Problem("targets", "must be an existing CSV file", str(self.targets)))
         else:
             try:  # the header only: the rows are checked, each with its line, when the data are read
-                _target_columns(self.targets, read_csv_rows(self.targets, "a CSV of targets")[:1], target, self.id_column)
+                head = read_csv_rows(self.targets, "a CSV of targets")[:1]
+                header, _, _, body, _ = _target_columns(self.targets, head, target, self.id_column)
             except DataError as e:
                 problems.append(Problem("targets", str(e).split(": ", 1)[-1], str(self.targets)))
+            else:
+                if self.split_field is not None and (body is head or self.split_field not in header):
+                    near = closest(self.split_field, header) if body is not head else None
+                    problems.append(Problem("split_field", f"must name a column of the header of {self.targets.name} (train, val "
+                                            f"or test per row; " + (f"header: {', '.join(header)}" if body is not head else
+                                                                    "it has none, rows are 'id,target'") + ")"
+                                            + (f" (did you mean {near!r}?)" if near else ""), self.split_field))
         if self.descriptions and not self.descriptions.is_file():
             problems.append(Problem("descriptions", "must be an existing CSV file", str(self.descriptions)))
         return problems
@@ -615,15 +696,25 @@ def _read_pairs(path: Path) -> dict[str, str]:
     return out
 
 
-def _target_columns(path: Path, rows: list, target: Optional[str], id_column: str) -> tuple[list[str], int, int, list]:
-    """(header, id column, target column, data rows) of a targets CSV; a DataError when it names no target."""
+def _target_columns(path: Path, rows: list, target: Optional[str], id_column: str,
+                    split_column: Optional[str] = None) -> tuple[list[str], int, int, list, Optional[int]]:
+    """(header, id column, target column, data rows, split column or None) of a targets CSV; a DataError
+    when it names no target, or ``split_column`` is given and the header does not name it."""
     if not rows:
         raise DataError(f"{path}: must hold a header row or 'id,target' rows, but got an empty file")
     header = [c.strip() for c in rows[0][1]]
     if target and target in header:
-        return header, header.index(id_column) if id_column in header else 0, header.index(target), rows[1:]
+        if split_column is not None and split_column not in header:
+            near = closest(split_column, header)
+            raise DataError(f"{path}: task.dataset.split_field: must name a column of the header (train, val or test per row), "
+                            f"but got {split_column!r} (header: {', '.join(header)})" + (f" (did you mean {near!r}?)" if near else ""))
+        s = header.index(split_column) if split_column is not None else None
+        return header, header.index(id_column) if id_column in header else 0, header.index(target), rows[1:], s
     if len(header) == 2 and parse_target(header[1]) is not None:
-        return header, 0, 1, rows
+        if split_column is not None:
+            raise DataError(f"{path}: task.dataset.split_field: must name a column of a header row (a headerless 'id,target' CSV "
+                            f"has no split column), but got {split_column!r}")
+        return header, 0, 1, rows, None
     near = closest(target, header) if target else None
     raise DataError(
         f"{path}: must have a header row naming {id_column!r} and the target {target!r}, or be headerless rows "
@@ -631,12 +722,14 @@ def _target_columns(path: Path, rows: list, target: Optional[str], id_column: st
     )
 
 
-def read_target_table(path: Path, target: Optional[str], id_column: str, with_lines: bool = False) -> dict[str, Any]:
-    """id -> raw target (``with_lines``: id -> (line, raw target)) from a CSV with a header (``id_column`` +
-    ``target``) or headerless rows "id,target". Every row must have the header's columns and an id of
-    its own: a ragged row or a repeated id is an error, never dropped."""
+def read_target_table(path: Path, target: Optional[str], id_column: str, with_lines: bool = False,
+                      split_column: Optional[str] = None) -> dict[str, Any]:
+    """id -> raw target (``with_lines``: id -> (line, raw target), and with ``split_column`` (line, raw target,
+    raw split)) from a CSV with a header (``id_column`` + ``target``) or headerless rows "id,target". Every
+    row must have the header's columns and an id of its own: a ragged row or a repeated id is an error,
+    never dropped."""
     rows = read_csv_rows(path, "a CSV of targets")
-    header, i, t, body = _target_columns(path, rows, target, id_column)
+    header, i, t, body, s = _target_columns(path, rows, target, id_column, split_column)
     out: dict[str, Any] = {}
     problems = []
     for line, row in body:
@@ -649,12 +742,21 @@ def read_target_table(path: Path, target: Optional[str], id_column: str, with_li
         elif ident in out:
             problems.append(f"{at}: ids must be unique, but got {ident!r} again (first on line {out[ident][0]})")
         else:
-            out[ident] = (line, row[t].strip())
+            out[ident] = (line, row[t].strip()) if s is None else (line, row[t].strip(), row[s].strip())
         if len(problems) > MAX_LISTED:
             break
     if problems:
         raise DataError("\n".join(problems))
-    return out if with_lines else {k: v for k, (_, v) in out.items()}
+    return out if with_lines else {k: v[1] for k, v in out.items()}
+
+
+def split_label(value: Any, at: str) -> str:
+    """A record's ``split_field`` value as train / val / test (aliases as in split files: valid,
+    validation, id_train ...); anything else is a :class:`DataError` naming the record."""
+    name = SPLIT_NAMES.get(value.strip().lower()) if isinstance(value, str) else None
+    if name is None:
+        raise DataError(f"{at}: task.dataset.split_field: must be train, val or test, but got {show(value)}")
+    return name
 
 
 def _unknown_target(target: Optional[str], choices, kind: str) -> Problem:

@@ -5,7 +5,7 @@ Two cache entries per dataset, so a study builds graphs once:
 1. *structures* (expensive): every usable record's atom graph, line graph and description, keyed by
    the input files' content digest, the target and the graph/description settings.
 2. *split* (cheap): the split indices (:func:`hpo.data.split.random_split` with ``rule="floor"``;
-   ``split: alignn``: ALIGNN's own, :func:`hpo.data.split.alignn_split`; or the explicit ``split_file`` /
+   ``split: alignn``: ALIGNN's own, :func:`hpo.data.split.alignn_split`; ``split: matbench``: a Matbench fold; or the explicit ``split_file`` /
    ``split_field``), the vocabulary of the training descriptions, every description's token ids and the
    training target statistics, keyed by entry 1's key plus the split and tokenisation settings.
 
@@ -22,7 +22,6 @@ from typing import Any, Optional
 import numpy as np
 
 from hpo.data.scaling import Standardizer
-from hpo.data.split import alignn_split, labels_split, random_split
 from hpo.errors import DataError
 from models.crystal_text.config import CrystalDataConfig
 from models.crystal_text.data import CrystalTextDataset, RawStructure, target_value
@@ -153,20 +152,10 @@ def _ptr(counts: list[int]) -> np.ndarray:
 
 
 def split_parts(structures: dict, spec: CrystalTextDataset) -> dict[str, np.ndarray]:
-    """Sorted indices of train / val / test over the usable records: the explicit split (``split_file``,
-    ``split_field``), ALIGNN's (``split: alignn``) or this service's seeded random split."""
-    n, label = len(structures["ids"]), spec.label()
-    if getattr(spec, "split_file", None) is not None:
-        return spec.read_split(n, structures["ids"], label, what="usable records")
-    if getattr(spec, "split_field", None) is not None:
-        if "split_labels" not in structures:
-            raise DataError(f"{label}: task.dataset.split_field: the records must carry their split, but got an entry "
-                            "built without it (rebuild the cache)")
-        return labels_split(structures["split_labels"], label, ids=structures["ids"])
-    if getattr(spec, "split", "random") == "alignn":
-        return alignn_split(n, spec.split_seed, spec.train_fraction, spec.val_fraction, spec.test_fraction, label=label)
-    return random_split(n, spec.val_fraction, spec.test_fraction, spec.split_seed, rule="floor",
-                        max_items=spec.max_samples, what="usable records", label=label)
+    """Sorted indices of train / val / test over the usable records: the dataset's own definition
+    (:meth:`models.crystal_text.data.CrystalTextDataset.split_parts`: explicit, ALIGNN's, a Matbench fold or
+    the seeded random split)."""
+    return spec.split_parts(structures)
 
 
 def build_split(structures: dict, spec: CrystalTextDataset, data_cfg: CrystalDataConfig) -> dict[str, Any]:

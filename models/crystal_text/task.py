@@ -73,12 +73,16 @@ class CrystalTextTask(Task):
         spec = self.dataset
         skey = self.cache_key(data_cfg, fields=STRUCTURE_SETTINGS, version=PROCESSING_VERSION,
                               digest=self.cache.content_digest(spec.source_files()),
-                              dataset=spec.settings(exclude=SPLIT_FIELDS), target=self.target)
+                              dataset=spec.settings(exclude=(*SPLIT_FIELDS, *_LATER_SPLIT_FIELDS)), target=self.target)
         structures = self.cache.get_or_build("crystal_text/structures", skey, lambda: build_structures(spec, self.target, data_cfg))
-        tkey = data_key(data_cfg, fields=TOKEN_SETTINGS, structures=skey, split={k: getattr(spec, k) for k in SPLIT_FIELDS})
+        split_settings = {k: getattr(spec, k) for k in SPLIT_FIELDS}
+        split_settings.update({k: getattr(spec, k) for k in _LATER_SPLIT_FIELDS if getattr(spec, k, None) is not None})
+        tkey = data_key(data_cfg, fields=TOKEN_SETTINGS, structures=skey, split=split_settings)
         memo = fingerprint(tkey)
         if memo not in self._splits:
-            split = self.cache.get_or_build("crystal_text/split", tkey, lambda: build_split(structures, spec, data_cfg))
+            split = self.cache.get_or_build("crystal_text/split", tkey,
+                                            lambda: _require_the_specs_split(structures, build_split(structures, spec, data_cfg), spec))
+            _require_the_specs_split(structures, split, spec)  # an entry stored before the check is refused too
             self._splits[memo] = _make_splits(structures, split, self.target, data_cfg)
         return self._splits[memo]
 
@@ -136,6 +140,27 @@ class CrystalTextTask(Task):
             "vocab": list(info["vocab"]),
             "data_config": dict(info["data_config"]),
         }
+
+
+#: split settings newer than SPLIT_FIELDS: keyed in the split entry only when set (older keys stay valid)
+_LATER_SPLIT_FIELDS = tuple(k for k in ("fold",) if k not in SPLIT_FIELDS)
+
+
+def _require_the_specs_split(structures: dict, split: dict, spec: CrystalTextDataset) -> dict:
+    """``split``, when the entry holds the parts the spec defines (:meth:`CrystalTextDataset.split_parts`, the
+    one definition); a split kind the entry's builder does not know (``split: matbench``) is an error, never
+    a silent random split (checked before the entry is stored, and on every read)."""
+    if getattr(spec, "split", "random") != "matbench":
+        return split
+    import numpy as np
+
+    want = spec.split_parts(structures)
+    if any(not np.array_equal(np.asarray(split["parts"][k]), want[k]) for k in want):
+        from hpo.errors import DataError
+
+        raise DataError(f"{spec.label()}: task.dataset.split: matbench must give the fold's parts, but got other parts from "
+                        "models.crystal_text.processing.split_parts (it must call the dataset's split_parts)")
+    return split
 
 
 def _make_splits(structures: dict, split: dict, target: Optional[str], data_cfg: CrystalDataConfig) -> Splits:

@@ -6,7 +6,9 @@
     ``identity`` (N, E): an identity embedding (e.g. InsightFace) added as one more token, and ``ids``
     (N,): who each sample shows. With ``ids`` and ``group_by_ids: true`` the split keeps every sample of
     one id in the same part, so validation measures generalisation to unseen faces. ``split_file`` (both
-    formats) fixes the split instead: sample indices (0-based) per part.
+    formats) fixes the split instead: sample indices (0-based) per part; or ``split_field`` names an array
+    of the ``.npz`` (e.g. ``split``) holding each sample's part: strings ``train`` / ``val`` / ``test``
+    (aliases as in split files) or integer codes 0 (train), 1 (val), 2 (test).
 ``synthetic``
     Faces as a template plus an identity-specific shape, seen under random head poses, with an identity
     embedding; the target embedding depends on identity and shape but not on pose (learnable).
@@ -16,8 +18,9 @@ malformed file before any trial, each problem as ``file: where: what must hold, 
 complete zip archive (a cut or corrupt one, a bare ``.npy`` or a pickle is refused); ``inputs`` and
 ``targets`` exist; no array is an object array (refused from its header, never unpickled); inputs,
 targets and identity hold real numbers, all finite (NaN / inf name the sample and its id); shapes agree
-(N samples everywhere, T, F, D >= 1); no target is the zero vector (its cosine is undefined); the split
-leaves no part empty.
+(N samples everywhere, T, F, D >= 1); no target is the zero vector (its cosine is undefined); a
+``split_field`` array is 1-D, one valid part per sample (strings or codes 0 / 1 / 2, named per sample when
+not); the split leaves no part empty.
 
 Inputs (and the identity embedding) are standardised with training-split statistics when
 ``standardize_inputs`` is on; targets are left as they are. Processing is cached by file content. The
@@ -32,15 +35,15 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 from hpo.data.loader import IndexBatcher
-from hpo.data.dataset import SplitFile
+from hpo.data.dataset import SplitField, SplitFile
 from hpo.data.scaling import Standardizer
-from hpo.data.split import grouped_split, random_split
+from hpo.data.split import NAMES, SPLIT_NAMES, grouped_split, labels_split, random_split
 from hpo.data.validate import MAX_LISTED, more_suffix, require_finite
 from hpo.data.validate import where as _where
 from hpo.errors import DataError, Problem
@@ -73,17 +76,20 @@ class Face3DDataset(DatasetSpec, SplitFile):
         return [self.split_file] if self.split_file is not None and self.split_file.is_file() else []
 
 
-class NpzFace3DDataset(Face3DDataset):
+class NpzFace3DDataset(Face3DDataset, SplitField):
     format: Literal["npz"] = Field("npz", description="selects this format: arrays in a .npz file")
     path: DataPath = Field(description="the .npz file (arrays inputs, targets and optionally identity, ids)")
     group_by_ids: bool = Field(
         True, description="with an ids array: split by id (all samples of a face in one part), not by sample")
+    split_field: Optional[str] = Field(
+        None, description="an explicit split instead of the random one: the array of the .npz (e.g. split) holding each "
+                          "sample's part, strings train / val / test or integer codes 0 (train), 1 (val), 2 (test)")
 
     def source_files(self) -> list[Path]:
         return [self.path, *super().source_files()]
 
     def read(self, target: str | None = None) -> "RawFaces":
-        return read_npz(self.path)
+        return read_npz(self.path, split_array=self.split_field)
 
     def check(self, target: str | None = None) -> list[Problem]:
         if not self.path.is_file():
@@ -101,6 +107,9 @@ class NpzFace3DDataset(Face3DDataset):
         if missing:
             return [Problem("task.dataset.path", f"must hold the arrays inputs and targets; missing {', '.join(missing)}",
                             str(self.path))]
+        if self.split_field is not None and self.split_field not in names:
+            return [Problem("task.dataset.split_field", f"must name an array of {self.path.name} (arrays: "
+                            f"{', '.join(sorted(names))})", self.split_field)]
         return []
 
 
@@ -128,6 +137,7 @@ class RawFaces:
     targets: np.ndarray  # (N, D)
     identity: np.ndarray | None = None  # (N, E)
     ids: np.ndarray | None = None  # (N,)
+    split: list[str] | None = None  # (N,) each sample's part (train / val / test), from a split_field array
 
 
 @dataclass
@@ -155,6 +165,8 @@ def build(spec: Face3DDataset, data_cfg: Face3DDataConfig) -> FaceData:
     label = str(getattr(spec, "path", "") or "task.dataset")
     if spec.split_file is not None:  # explicit: sample indices per part
         split = spec.read_split(n, None, label, what="samples")
+    elif getattr(spec, "split_field", None) is not None:  # explicit: a part per sample, in the npz
+        split = labels_split(raw.split, label)
     elif groups is None:
         split = random_split(n, spec.val_fraction, spec.test_fraction, spec.split_seed, what="samples", label=label)
     else:
@@ -232,14 +244,15 @@ def _member_problem(zf: zipfile.ZipFile, path: Path, key: str) -> str | None:
     return None
 
 
-def read_npz(path: Path) -> RawFaces:
+def read_npz(path: Path, split_array: str | None = None) -> RawFaces:
     """The arrays of a face3d .npz (see the module docstring), refused with every problem found when
     malformed: not an archive, truncated, object arrays, arrays missing, not real numbers, shapes
-    that disagree, non-finite values (naming the samples), zero-norm targets."""
+    that disagree, non-finite values (naming the samples), zero-norm targets; with ``split_array``, that
+    array is each sample's part (:func:`split_labels`)."""
     problem = _npz_container_problem(path)
     if problem:
         raise DataError(problem)
-    keys = ("inputs", "targets", "identity", "ids")
+    keys = ("inputs", "targets", "identity", "ids", *([split_array] if split_array is not None else []))
     arrays: dict[str, np.ndarray] = {}
     problems: list[str] = []
     try:
@@ -249,6 +262,11 @@ def read_npz(path: Path) -> RawFaces:
             if missing:
                 raise DataError(f"{path}: must hold the arrays inputs and targets, but got no {' and no '.join(missing)} "
                                 f"(arrays: {', '.join(sorted(names)) or 'none'})")
+            if split_array is not None and split_array not in names:
+                raise DataError(f"{path}: task.dataset.split_field: must name an array of the .npz, but got {split_array!r} "
+                                f"(arrays: {', '.join(sorted(names))})")
+            if split_array is None and "split" in names:
+                logger.info("%s: has an array 'split'; it is not used (task.dataset.split_field: split uses it)", path)
             for key in keys:
                 if key in names:
                     try:
@@ -274,7 +292,33 @@ def read_npz(path: Path) -> RawFaces:
         raise DataError(f"{path}: must be a readable .npz archive, but got {type(e).__name__}: {str(e)[:200]}") from None
     if problems:
         raise DataError("\n".join(problems))
-    return check_arrays(path, arrays["inputs"], arrays["targets"], arrays.get("identity"), arrays.get("ids"))
+    raw = check_arrays(path, arrays["inputs"], arrays["targets"], arrays.get("identity"), arrays.get("ids"))
+    if split_array is not None:
+        raw.split = split_labels(path, split_array, arrays[split_array], len(raw.targets), raw.ids)
+    return raw
+
+
+def split_labels(path: Path | str, name: str, arr: np.ndarray, n: int, ids: np.ndarray | None = None) -> list[str]:
+    """Each sample's part (train / val / test) from the ``split_field`` array ``name``: 1-D, ``n`` entries,
+    strings (train, val, test and the aliases of split files, any case) or integer codes 0 (train), 1 (val),
+    2 (test). Anything else is a :class:`DataError` naming the samples."""
+    at = f"{path}: task.dataset.split_field: array {name!r}"
+    codes = "strings train / val / test or integer codes 0 (train), 1 (val), 2 (test)"
+    if arr.dtype.kind not in "iuUS":
+        raise DataError(f"{at}: must hold {codes}, but got dtype {arr.dtype}")
+    if arr.ndim != 1 or len(arr) != n:
+        raise DataError(f"{at}: must have shape ({n},) (one part per sample), but got {arr.shape}")
+    if arr.dtype.kind in "iu":
+        out = [NAMES[int(v)] if 0 <= int(v) < len(NAMES) else None for v in arr.tolist()]
+    else:
+        values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.tolist()]
+        out = [SPLIT_NAMES.get(v.strip().lower()) for v in values]
+    bad = [i for i, v in enumerate(out) if v is None]
+    if bad:
+        label = None if ids is None else [str(v) for v in ids.tolist()]
+        items = ", ".join(f"{_where(i, 'sample', None if label is None else label[i])} = {arr[i].item()!r}" for i in bad[:MAX_LISTED])
+        raise DataError(f"{at}: must hold {codes}, but got {items}" + more_suffix(len(bad)))
+    return out  # type: ignore[return-value]
 
 
 def check_arrays(path: Path | str, inputs: np.ndarray, targets: np.ndarray, identity: np.ndarray | None = None,

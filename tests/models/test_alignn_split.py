@@ -128,3 +128,101 @@ def test_jarvis_json_with_split_alignn_a_leaderboard_file_or_a_field(tmp_path):
 
     ids = _ids(tmp_path, {"format": "jarvis_json", "path": "dft.json", "split_field": "fold"})
     assert ids["val"] == [f"JVASP-{k}" for k in range(4, 21, 3)] and ids["test"] == [f"JVASP-{k}" for k in range(5, 21, 3)]
+
+
+# ---------------------------------------------------------------- every format takes an explicit split (#16)
+def _structure_files(folder, n: int) -> list[str]:
+    """n small crystals as POSCAR files (Si and NaCl, slightly strained), named s0.vasp ..."""
+    from ase.build import bulk
+    from ase.io import write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k in range(n):
+        atoms = bulk("Si", "diamond", a=5.3 + 0.02 * k) if k % 2 else bulk("NaCl", "rocksalt", a=5.5 + 0.02 * k)
+        write(folder / f"s{k}.vasp", atoms, format="vasp")
+        names.append(f"s{k}.vasp")
+    return names
+
+
+FOLDS = ["train", "train", "val", "test", "train", "Valid", "TEST", "train", "train"]  # aliases and any case, as split files
+
+
+def test_alignn_folder_takes_a_split_column_or_a_leaderboard_file(tmp_path):
+    names = _structure_files(tmp_path / "data", len(FOLDS))
+    rows = [f"{name},{1.0 + 0.1 * k},{fold}" for k, (name, fold) in enumerate(zip(names, FOLDS))]
+    (tmp_path / "data" / "id_prop.csv").write_text("\n".join(rows) + "\n")
+    ids = _ids(tmp_path, {"format": "alignn_folder", "path": "data", "split_field": 2})  # rows file,target,split
+    assert ids == {"train": ["s0.vasp", "s1.vasp", "s4.vasp", "s7.vasp", "s8.vasp"], "val": ["s2.vasp", "s5.vasp"],
+                   "test": ["s3.vasp", "s6.vasp"]}
+    leaderboard = {"train": {"s0.vasp": 1.0, "s1.vasp": 1.1, "s2.vasp": 1.2}, "val": {"s4.vasp": 1.4}, "test": {"s8.vasp": 1.8}}
+    (tmp_path / "lb.json").write_text(json.dumps(leaderboard))  # a JARVIS-leaderboard-shaped file of train/val/test ids
+    ids = _ids(tmp_path, {"format": "alignn_folder", "path": "data", "split_file": "lb.json"})
+    assert ids == {"train": ["s0.vasp", "s1.vasp", "s2.vasp"], "val": ["s4.vasp"], "test": ["s8.vasp"]}
+
+
+def test_ase_files_take_a_split_column_of_the_targets_csv_or_a_csv_split_file(tmp_path):
+    _structure_files(tmp_path / "cifs", len(FOLDS))
+    rows = ["id,y,fold"] + [f"s{k},{1.0 + 0.1 * k},{fold}" for k, fold in enumerate(FOLDS)]
+    (tmp_path / "y.csv").write_text("\n".join(rows) + "\n")
+    base = {"format": "ase_files", "files": "cifs/*.vasp", "targets": "y.csv"}
+    ids = _ids(tmp_path, {**base, "split_field": "fold"})
+    assert ids == {"train": ["s0", "s1", "s4", "s7", "s8"], "val": ["s2", "s5"], "test": ["s3", "s6"]}
+    (tmp_path / "split.csv").write_text("id,split\ns1,train\ns2,train\ns3,train\ns0,val\ns4,test\n")
+    ids = _ids(tmp_path, {**base, "split_file": "split.csv"})
+    assert ids == {"train": ["s1", "s2", "s3"], "val": ["s0"], "test": ["s4"]}
+
+
+def test_a_bad_split_cell_is_refused_naming_its_row(tmp_path):
+    pytest.importorskip("torch_geometric")
+    from hpo.data.cache import DataCache
+    from models.crystal_text import CrystalTextTask
+
+    names = _structure_files(tmp_path / "data", 4)
+    (tmp_path / "data" / "id_prop.csv").write_text(f"{names[0]},1,train\n{names[1]},2,holdout\n{names[2]},3,val\n{names[3]},4,test\n")
+    (tmp_path / "y.csv").write_text("id,y,fold\ns0,1,train\ns1,2,val\ns2,3,\ns3,4,test\n")
+    cases = [({"format": "alignn_folder", "path": "data", "split_field": 2},
+              rf"^{tmp_path}/data/id_prop\.csv: row 2 \(id s1\.vasp\): task\.dataset\.split_field: must be train, val or test, "
+              r"but got 'holdout'$"),
+             ({"format": "ase_files", "files": "data/*.vasp", "targets": "y.csv", "split_field": "fold"},
+              rf"^{tmp_path}/y\.csv: row 4 \(id s2\): task\.dataset\.split_field: must be train, val or test, but got ''$")]
+    for dataset, message in cases:
+        spec = CrystalTextTask.DatasetSpec.model_validate(dataset, context={"base_dir": tmp_path})
+        task = CrystalTextTask(spec, "y", DataCache(tmp_path / "cache"))
+        with pytest.raises(DataError, match=message):
+            task.load(CrystalTextTask.DataConfig(cutoff=5.0, max_neighbors=4))
+
+
+def test_the_check_refuses_a_split_column_the_file_does_not_have(tmp_path):
+    from models.crystal_text.data import CrystalTextDataset
+
+    names = _structure_files(tmp_path / "data", 2)
+    (tmp_path / "data" / "id_prop.csv").write_text(f"{names[0]},1\n{names[1]},2\n")
+    (tmp_path / "y.csv").write_text("id,y,fold\ns0,1,train\n")
+    (tmp_path / "bare.csv").write_text("s0,1\ns1,2\n")
+
+    def problems(dataset):
+        spec = CrystalTextDataset.model_validate(dataset, context={"base_dir": tmp_path})
+        return [p.render("s.yaml") for p in spec.check("y")]
+
+    assert problems({"format": "alignn_folder", "path": "data", "split_field": 2}) == [
+        "s.yaml: split_field: must be a 0-based column of id_prop.csv (its rows have 2), but got 2"]
+    assert problems({"format": "ase_files", "files": "data/*.vasp", "targets": "y.csv", "split_field": "folds"}) == [
+        "s.yaml: split_field: must name a column of the header of y.csv (train, val or test per row; header: id, y, fold) "
+        "(did you mean 'fold'?), but got 'folds'"]
+    assert problems({"format": "ase_files", "files": "data/*.vasp", "targets": "bare.csv", "split_field": "fold"}) == [
+        "s.yaml: split_field: must name a column of the header of bare.csv (train, val or test per row; it has none, rows "
+        "are 'id,target'), but got 'fold'"]
+    assert problems({"format": "ase_files", "files": "data/*.vasp", "targets": "y.csv", "split_field": "fold"}) == []
+
+
+def test_formats_without_per_record_fields_take_a_split_file_only():
+    from pydantic import ValidationError
+
+    from models.crystal_text.data import CrystalTextDataset
+
+    for fmt in ("dcdft", "synthetic"):
+        with pytest.raises(ValidationError, match="split_field\n  Extra inputs are not permitted"):
+            CrystalTextDataset.model_validate({"format": fmt, "split_field": "fold"})
+    with pytest.raises(ValidationError, match="must be a column other than the target_column"):
+        CrystalTextDataset.model_validate({"format": "alignn_folder", "path": "d", "split_field": 1})

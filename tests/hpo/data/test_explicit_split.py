@@ -242,3 +242,97 @@ def test_validate_refuses_a_bad_split_file_with_exit_2_and_the_key(tmp_path, mon
 
 def test_names_are_the_three_parts():
     assert NAMES == ("train", "val", "test")
+
+
+# ------------------------------------------------------------------------- face3d: a split array in the npz
+def _face_npz(tmp_path: Path, split=None, name: str = "faces.npz", key: str = "split") -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {"inputs": rng.normal(size=(9, 4, 3)), "targets": rng.normal(size=(9, 5)), "ids": np.arange(9) % 3}
+    if split is not None:
+        arrays[key] = split
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+def _face_spec(tmp_path: Path, **extra):
+    from models.face3d.data import Face3DDataset
+
+    return Face3DDataset.model_validate({"format": "npz", "path": "faces.npz", **extra}, context={"base_dir": tmp_path})
+
+
+WANT = {"train": [0, 1, 4, 7, 8], "val": [2, 5], "test": [3, 6]}
+
+
+@pytest.mark.parametrize("split", [
+    np.array(["train", "train", "val", "test", "train", "valid", "TEST", "train", "train"]),  # strings, aliases, any case
+    np.array([b"train", b"train", b"val", b"test", b"train", b"val", b"test", b"train", b"train"]),  # bytes
+    np.array([0, 0, 1, 2, 0, 1, 2, 0, 0], dtype=np.int16),  # codes 0 train, 1 val, 2 test
+])
+def test_face3d_npz_takes_a_split_array_of_names_or_codes(tmp_path, split):
+    from models.face3d.config import Face3DDataConfig
+    from models.face3d.data import build
+
+    _face_npz(tmp_path, split)
+    spec = _face_spec(tmp_path, split_field="split")
+    assert spec.check() == []
+    data = build(spec, Face3DDataConfig())
+    assert data.info["split_sizes"] == {k: len(v) for k, v in WANT.items()}
+    raw = spec.read()
+    assert [raw.split[i] for i in WANT["val"]] == ["val", "val"] and raw.split.count("train") == 5
+    assert spec.settings()["split_field"] == "split"  # the cache keys on it
+
+
+def test_face3d_npz_takes_a_leaderboard_split_file_of_sample_indices(tmp_path):
+    from models.face3d.config import Face3DDataConfig
+    from models.face3d.data import build
+
+    _face_npz(tmp_path)
+    _write(tmp_path, {"train": {"0": 1, "1": 1, "4": 1}, "val": {"2": 1}, "test": {"3": 1}})
+    data = build(_face_spec(tmp_path, split_file="split.json"), Face3DDataConfig())
+    assert data.info["split_sizes"] == {"train": 3, "val": 1, "test": 1}
+
+
+@pytest.mark.parametrize("split, fragment", [
+    (np.array([0, 0, 1, 2, 0, 3, 2, 0, 0]), "but got sample 5 (id 2) = 3"),
+    (np.array(["train"] * 8 + ["holdout"]), "but got sample 8 (id 2) = 'holdout'"),
+    (np.array([0.0, 0, 1, 2, 0, 1, 2, 0, 0]), "but got dtype float64"),
+    (np.array([True] * 9), "but got dtype bool"),
+    (np.array([[0, 1, 2]] * 3), "must have shape (9,) (one part per sample), but got (3, 3)"),
+    (np.array([0, 1, 2]), "must have shape (9,) (one part per sample), but got (3,)"),
+])
+def test_face3d_refuses_a_bad_split_array_naming_the_samples(tmp_path, split, fragment):
+    path = _face_npz(tmp_path, split)
+    with pytest.raises(DataError) as info:
+        _face_spec(tmp_path, split_field="split").read()
+    text = str(info.value)
+    assert text.startswith(f"{path}: task.dataset.split_field: array 'split': must "), text
+    assert fragment in text, text
+
+
+def test_face3d_refuses_an_object_split_array_without_unpickling_it(tmp_path):
+    path = _face_npz(tmp_path, np.array(["train", 1, None] * 3, dtype=object))
+    with pytest.raises(DataError, match=r"split: must be an array of numbers, but got an object array \(refused: loading it would unpickle\)"):
+        _face_spec(tmp_path, split_field="split").read()
+    assert path.is_file()
+
+
+def test_face3d_split_array_must_exist_fill_every_part_and_replace_the_random_split(tmp_path):
+    from pydantic import ValidationError
+
+    from models.face3d.config import Face3DDataConfig
+    from models.face3d.data import build
+
+    _face_npz(tmp_path, np.zeros(9, dtype=np.int8), key="fold")
+    assert [p.render("s.yaml") for p in _face_spec(tmp_path, split_field="split").check()] == [
+        "s.yaml: task.dataset.split_field: must name an array of faces.npz (arrays: fold, ids, inputs, targets), but got 'split'"]
+    with pytest.raises(DataError, match=r"task\.dataset\.split_field: must name an array of the \.npz, but got 'split'"):
+        _face_spec(tmp_path, split_field="split").read()
+    with pytest.raises(DataError, match=r"split_field: must give at least one record to each of train, val and test, but got none in val, test"):
+        build(_face_spec(tmp_path, split_field="fold"), Face3DDataConfig())
+    with pytest.raises(ValidationError, match="group_by_ids\n  Value error, must not be set beside split_field"):
+        _face_spec(tmp_path, split_field="fold", group_by_ids=False)
+    with pytest.raises(ValidationError, match="split_field\n  Extra inputs are not permitted"):  # synthetic faces have no arrays
+        from models.face3d.data import Face3DDataset
+
+        Face3DDataset.model_validate({"format": "synthetic", "split_field": "split"})
