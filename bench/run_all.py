@@ -15,8 +15,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# (name, command without --quick, reads the shared real data); order: the search benchmarks feed
-# published.py their best configs
+# (name, command without --quick, reads the shared real data[, arguments of the full run only]); order: the
+# search benchmarks feed published.py their best configs
 SUITE = [
     ("overhead", ["overhead.py"], False),
     ("scaling", ["scaling.py"], False),
@@ -27,13 +27,17 @@ SUITE = [
     ("search_vs_plans", ["search_vs_plans.py"], True),
     ("published", ["published.py"], True),
     ("dta_davis", ["dta_davis.py"], True),
+    ("dta_cost", ["dta_cost.py"], True),
+    ("crystal_graphs", ["crystal_graphs.py"], True),
+    # 2-minute arms keep `make bench` under 30 minutes; the 30- and 60-minute arms are flags (BENCHMARKS.md)
+    ("time_to_quality", ["time_to_quality.py"], True, ["--minutes", "2"]),
 ]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny budgets: checks every benchmark runs")
-    ap.add_argument("--only", nargs="+", choices=[n for n, _, _ in SUITE])
+    ap.add_argument("--only", nargs="+", choices=[n for n, *_ in SUITE])
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from common import SHARED_DATA
@@ -42,13 +46,13 @@ def main(argv=None) -> int:
     if not have_data:
         print(f"real data not found at {SHARED_DATA} (set HPO_BENCH_DATA): the benchmarks on it are skipped")
     failed, skipped = [], []
-    for name, cmd, needs_data in SUITE:
+    for name, cmd, needs_data, *full_only in SUITE:
         if args.only and name not in args.only:
             continue
         if needs_data and not have_data:
             skipped.append(name)
             continue
-        full = [sys.executable, str(HERE / cmd[0]), *cmd[1:], *(["--quick"] if args.quick else [])]
+        full = [sys.executable, str(HERE / cmd[0]), *cmd[1:], *(["--quick"] if args.quick else [a for f in full_only for a in f])]
         print(f"\n=== {name}: {' '.join(full[1:])}", flush=True)
         t0 = time.monotonic()
         r = subprocess.run(full, cwd=HERE)
