@@ -21,6 +21,7 @@ SUITE = [
     ("overhead", ["overhead.py"], False),
     ("scaling", ["scaling.py"], False),
     ("report_scale", ["report_scale.py"], False),
+    ("scale", ["scale.py"], False),
     ("throughput", ["throughput.py"], True),
     ("traffic_throughput", ["traffic_throughput.py"], True),
     ("pruning", ["pruning.py"], True),
