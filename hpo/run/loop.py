@@ -76,6 +76,7 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
     max_failures = study.spec.budget.max_consecutive_failures
     failures = 0
     heartbeat = has_heartbeat(ostudy)
+    stale_check = StaleCheck(ostudy) if heartbeat else None
     levels, stop_at = study.targets, study.stop_at_target
     while True:
         check_interrupt()
@@ -104,7 +105,7 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
             # more than twice every worker seen lately (running or between trials), skip the check
             free = n_trials - budget.used - budget.running
             objective.check_surplus = free <= 2 * (_recent_workers(trials) + 1)
-        done = run_trial(ostudy, objective, heartbeat=heartbeat)
+        done = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check)
         if done is None:  # dropped: another worker finished it meanwhile
             continue
         if on_trial is not None:
@@ -155,12 +156,36 @@ def _drop_late_retries(ostudy: "optuna.Study", trials: Sequence["FrozenTrial"]) 
                 logger.debug("late retry #%d not dropped: %s", t.number, e)
 
 
-def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True) -> "FrozenTrial | None":
-    """One trial as ``optuna.Study.optimize`` runs it (``_run_trial``): fail stale trials, ask, run
-    the body under a heartbeat thread, tell the state and values. Return the finished trial, or None
-    when the trial was finished by someone else while the body ran (another worker's stale-heartbeat
-    check failed it, e.g. during a store outage: the result is dropped and its retry runs elsewhere).
-    A KeyboardInterrupt (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
+class StaleCheck:
+    """The stale-trial check (:func:`hpo.store.rdb.fail_stale`) of one worker, run at most once per heartbeat
+    interval. ``optimize()`` runs it before every trial; a trial goes stale only ``grace_period`` (>= one
+    interval) after its last beat, so checking more often finds nothing more, and with short trials it was
+    a quarter of the store's queries per trial. A dead worker's trial is found at most one interval later."""
+
+    def __init__(self, ostudy: "optuna.Study", clock: Callable[[], float] = time.monotonic) -> None:
+        from hpo.store import rdb
+
+        self.ostudy, self.clock = ostudy, clock
+        self.every = float(rdb.storage_of(ostudy).get_heartbeat_interval() or 0)
+        self.last: float | None = None
+
+    def __call__(self) -> None:
+        from hpo.store import rdb
+
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every:
+            return
+        self.last = now
+        rdb.fail_stale(self.ostudy)
+
+
+def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True,
+              stale_check: Callable[[], None] | None = None) -> "FrozenTrial | None":
+    """One trial as ``optuna.Study.optimize`` runs it (``_run_trial``): fail stale trials (``stale_check``,
+    default: every time), ask, run the body under a heartbeat thread, tell the state and values. Return the
+    finished trial, or None when the trial was finished by someone else while the body ran (another worker's
+    stale-heartbeat check failed it, e.g. during a store outage: the result is dropped and its retry runs
+    elsewhere). A KeyboardInterrupt (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
     import warnings
 
     import optuna
@@ -170,7 +195,7 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
     from hpo.store import rdb
 
     if heartbeat:
-        rdb.fail_stale(ostudy)
+        (stale_check or (lambda: rdb.fail_stale(ostudy)))()
     with warnings.catch_warnings():  # the heartbeat thread is run here, as optimize() runs it
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         trial = ostudy.ask()

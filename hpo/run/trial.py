@@ -88,23 +88,26 @@ class TrialObjective:
                 trial.set_user_attr(R.WORKER, worker_id())
                 _stop(trial, StopReason.SURPLUS, detail)
                 raise TrialFailed(detail)
-        config = self.sample(trial)
+        user_attrs = trial.user_attrs  # read from the store once (each read of a live trial's attrs is a query)
+        config = self.sample(trial, user_attrs)
         study = self.study
         handle = OptunaHandle(trial, prune=study.spec.pruner.type != "none",
                               primary=study.primary.direction if study.multi_objective else None)
-        outcome = self.run_config(handle, config, protected=self.protected(trial.user_attrs))
+        outcome = self.run_config(handle, config, protected=self.protected(user_attrs))
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(outcome.detail)
         if outcome.state == "FAIL":
             raise TrialFailed(outcome.detail)
         return outcome.values[0] if len(outcome.values) == 1 else outcome.values
 
-    def sample(self, trial: "optuna.Trial") -> dict:
-        """The trial's full config: sampled (define-by-run) on the trial, with the epoch cap applied."""
+    def sample(self, trial: "optuna.Trial", user_attrs: dict | None = None) -> dict:
+        """The trial's full config: sampled (define-by-run) on the trial, with the epoch cap applied.
+        ``user_attrs``: the trial's, where the caller has read them (default: read here)."""
         from hpo.store.rdb import batched_params
 
+        attrs = trial.user_attrs if user_attrs is None else user_attrs
         with batched_params(trial):  # the parameters reach the store in one transaction, before training
-            config = self.study.space.sample(trial, trial.user_attrs.get(R.OVERRIDES) or {})
+            config = self.study.space.sample(trial, attrs.get(R.OVERRIDES) or {})
         config.setdefault("seed", self.study.spec.seed)
         return cap_epochs(config, self.max_epochs, self.task)
 

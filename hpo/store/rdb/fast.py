@@ -48,16 +48,20 @@ class FastPaths:
         from optuna import distributions as D
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
-        from sqlalchemy import func, insert, select
+        from sqlalchemy import insert, select
 
         P, T = models.TrialParamModel.__table__, models.TrialModel.__table__
         with _create_scoped_session(self.scoped_session, True) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
             self.check_trial_is_updatable(trial_id, trial.state)
-            unknown = [name for name, _, _, previous in params if previous is None]
-            stored = dict(session.execute(  # one earlier distribution per name, as Optuna's check takes
-                select(P.c.param_name, func.min(P.c.distribution_json)).join(T, T.c.trial_id == P.c.trial_id)
-                .where(T.c.study_id == trial.study_id, P.c.param_name.in_(unknown)).group_by(P.c.param_name)).all()) if unknown else {}
+            stored = {}  # one earlier distribution per name, as Optuna's check takes (``.first()``): a LIMIT 1
+            for name, _, _, previous in params:  # lookup per name stops at the first row; an aggregate over the
+                if previous is None:  # study read every stored parameter, for every trial (bench/scale.py)
+                    row = session.execute(
+                        select(P.c.distribution_json).join(T, T.c.trial_id == P.c.trial_id)
+                        .where(T.c.study_id == trial.study_id, P.c.param_name == name).limit(1)).first()
+                    if row is not None:
+                        stored[name] = row[0]
             for name, _, dist, previous in params:
                 if previous is None and name in stored:
                     previous = D.json_to_distribution(stored[name])
@@ -157,10 +161,18 @@ class FastPaths:
             if not rows:
                 return []
 
+            # the child rows of these trials: by their ids where they are few (a worker's incremental read, one
+            # trial), so each table is read through its trial_id index; by the trials subquery for a whole study
+            # (the subquery, filtered on study_id, costs the study's size per table, whatever the trials read)
+            of = [r.trial_id for r in rows] if len(rows) <= 500 else ids
+
             def children(model, *cols, order=None, where=()):
                 t = model.__table__
-                q = select(t.c.trial_id, *(t.c[c] for c in cols)).where(t.c.trial_id.in_(ids), *where)
-                return session.execute(q.order_by(t.c[order]) if order else q).all()
+                if order is None:
+                    return session.execute(select(t.c.trial_id, *(t.c[c] for c in cols)).where(t.c.trial_id.in_(of), *where)).all()
+                # sorted here, not by the database: ORDER BY the primary key made it walk that index, the whole table
+                q = select(t.c[order], t.c.trial_id, *(t.c[c] for c in cols)).where(t.c.trial_id.in_(of), *where)
+                return [r[1:] for r in sorted(session.execute(q).all(), key=lambda r: r[0])]
 
             by_id = {r.trial_id: {"params": {}, "dists": {}, "values": {}, "user": {}, "system": {}, "inter": {}} for r in rows}
             dist_cache: dict[str, object] = {}
