@@ -14,7 +14,7 @@ TORCH  ?= torch==2.13.0
 # CONSTRAINTS= (empty) installs the newest versions the floors in pyproject.toml allow instead.
 CONSTRAINTS ?= constraints.txt
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 
 .PHONY: demo test layers install dev bench bench-quick compat-newest compat-floors clean
 
