@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hpo.errors import HpoError
-from hpo.run.budget import budget_of
+from hpo.run.budget import BudgetCounter
 from hpo.run.options import RunOptions
 from hpo.run.targets import STOPPED_AT_TARGET, record_met, target_reached
 from hpo.store import record as R
@@ -78,6 +78,7 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
     heartbeat = has_heartbeat(ostudy)
     stale_check = StaleCheck(ostudy) if heartbeat else None
     levels, stop_at = study.targets, study.stop_at_target
+    count_budget = BudgetCounter()  # before every trial, in time proportional to what changed, not to the study
     while True:
         check_interrupt()
         if deadline is not None and time.monotonic() >= deadline:
@@ -85,7 +86,7 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
         trials = ostudy.get_trials(deepcopy=False)
         if _target_reached(ostudy, levels, stop_at, trials):
             return STOPPED_AT_TARGET
-        budget = budget_of(trials)
+        budget = count_budget(trials)
         if n_trials is not None and budget.used >= n_trials:
             _drop_late_retries(ostudy, trials)
             return "budget"
