@@ -187,10 +187,20 @@ def test_a_retried_trial_creation_whose_first_commit_landed_makes_one_trial(tmp_
     assert [t.number for t in trials] == [0] and trials[0]._trial_id == trial._trial_id
     assert "not creating another" in caplog.text
     assert not any(k.startswith("_hpo_") for k in trials[0].system_attrs)  # bookkeeping is hidden
-    assert _tokens_left(tmp_path / "s.db") == 0  # and gone once the answer came back
+    assert _tokens_left(tmp_path / "s.db") == 1  # the creation token waits for the trial's final state write
     trial.suggest_float("x", 0, 1)
     study.tell(trial, 1.0)
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE"]
+    assert _tokens_left(tmp_path / "s.db") == 0  # and goes with it, in the same transaction
+
+
+def test_a_trial_created_finished_keeps_no_token(tmp_path):
+    """A trial added finished (a warm start's told trial) gets no state write later: its token goes at once."""
+    study = optuna.create_study(study_name="s", storage=_faulty_storage(tmp_path / "s.db"))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                                              value=1.0))
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"]
+    assert _tokens_left(tmp_path / "s.db") == 0
 
 
 def test_a_retried_claim_of_a_waiting_trial_whose_commit_landed_runs_that_trial(tmp_path, lose_commit_answer):
@@ -204,10 +214,11 @@ def test_a_retried_claim_of_a_waiting_trial_whose_commit_landed_runs_that_trial(
     assert lose_commit_answer.armed == 0
     assert trial.suggest_float("x", 0, 1) == 0.25  # the enqueued one
     assert [(t.number, t.state.name) for t in study.get_trials()] == [(0, "RUNNING")]
-    assert _tokens_left(tmp_path / "s.db") == 0
+    assert _tokens_left(tmp_path / "s.db") == 2  # creation and claim: both go with the final state write
     lose_commit_answer.armed = 1  # and finishing it: counted once, as done
     study.tell(trial, 0.5)
     assert [(t.state.name, t.value) for t in study.get_trials()] == [("COMPLETE", 0.5)]
+    assert _tokens_left(tmp_path / "s.db") == 0
 
 
 def test_a_retried_finish_of_a_trial_failed_by_another_worker_meanwhile_is_refused(tmp_path, lose_commit_answer):

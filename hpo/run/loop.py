@@ -200,15 +200,17 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
     with warnings.catch_warnings():  # the heartbeat thread is run here, as optimize() runs it
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         trial = ostudy.ask()
+    beaten = False
     if heartbeat:  # the first beat before the body writes anything (the thread's may wait on a busy store)
         try:
             rdb.record_heartbeat(ostudy, trial)
+            beaten = True
         except Exception as e:  # the thread keeps trying
             logger.debug("first heartbeat of trial #%d failed: %s", trial.number, e)
     state: TrialState | None = None
     values: Any = None
     interrupted: BaseException | None = None
-    with rdb.heartbeat_thread(ostudy, trial):
+    with rdb.heartbeat_thread(ostudy, trial, first_recorded=beaten):
         try:
             values = objective(trial)  # state None: Optuna's tell makes it COMPLETE, or FAIL for a NaN
         except optuna.TrialPruned:
@@ -226,7 +228,7 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
             state, interrupted = TrialState.FAIL, e
             _mark_interrupted(trial)
     try:
-        ostudy.tell(trial, values, state=state)
+        done = ostudy.tell(trial, values, state=state)  # the trial as the store has it now
     except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
         stored = rdb.stored_trial(ostudy, trial)
         if stored.state == TrialState.RUNNING:
@@ -240,7 +242,7 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
         return None
     if interrupted is not None:
         raise interrupted
-    return rdb.stored_trial(ostudy, trial)
+    return done
 
 
 def _mark_interrupted(trial: "optuna.Trial") -> None:

@@ -57,11 +57,42 @@ def record_heartbeat(ostudy: "optuna.Study", trial: Any) -> None:
     ostudy._storage.record_heartbeat(trial._trial_id)
 
 
-def heartbeat_thread(ostudy: "optuna.Study", trial: Any):
-    """A context manager beating for ``trial`` while it runs, as ``optuna.Study.optimize`` does."""
+def heartbeat_thread(ostudy: "optuna.Study", trial: Any, first_recorded: bool = False):
+    """A context manager beating for ``trial`` while it runs, as ``optuna.Study.optimize`` does.
+    ``first_recorded``: the caller recorded a beat just now, so the thread's first beat comes one interval
+    later (Optuna's thread beats at once: for a short trial, a second write that tells the store nothing)."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
-    return get_heartbeat_thread(trial._trial_id, ostudy._storage)
+    every = has_heartbeat(ostudy) and ostudy._storage.get_heartbeat_interval()
+    if not first_recorded or not every:
+        return get_heartbeat_thread(trial._trial_id, ostudy._storage)
+    return _LaterBeats(ostudy._storage, trial._trial_id, float(every))
+
+
+class _LaterBeats:
+    """Beats for a trial every ``every`` seconds, the first one interval after the start."""
+
+    def __init__(self, storage: Any, trial_id: int, every: float) -> None:
+        import threading
+
+        self.storage, self.trial_id, self.every = storage, trial_id, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as e:  # the next beat tries again; the worker's own next write says why
+                logger.debug("heartbeat of trial id %d failed: %s", self.trial_id, e)
+
+    def __enter__(self) -> "_LaterBeats":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def batched_params(trial: "optuna.Trial"):
