@@ -13,6 +13,7 @@ from hpo.run.backends.local import run_study
 from hpo.run.options import RunOptions
 from hpo.spec import load_study
 from hpo.store.storage import open_storage
+from hpo.store.rdb.checked import CREATE_TOKEN, without_tokens
 from hpo.spec.urls import check_url, redact
 
 STUDY = """
@@ -227,6 +228,10 @@ def test_fast_trial_query_returns_what_optunas_query_returns(backend, tmp_path, 
             ours = read_each(states, included, greater, type(storage).get_trial) + ours
             theirs = read_each(states, included, greater, optuna.storages.RDBStorage.get_trial) + theirs
         assert [t._trial_id for t in ours] == [t._trial_id for t in theirs] and ours, (states, greater)
+        for b in theirs:  # a running trial keeps its creation token until its final write; readers never see it
+            if b._trial_id == running._trial_id:
+                assert CREATE_TOKEN in b.system_attrs, "the token this check hides is not in the store"
+            without_tokens(b)
         for a, b in zip(ours, theirs):
             for field in ("number", "state", "values", "datetime_start", "datetime_complete", "params", "distributions",
                           "user_attrs", "system_attrs"):
