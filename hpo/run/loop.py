@@ -200,17 +200,10 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
     with warnings.catch_warnings():  # the heartbeat thread is run here, as optimize() runs it
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         trial = ostudy.ask()
-    beaten = False
-    if heartbeat:  # the first beat before the body writes anything (the thread's may wait on a busy store)
-        try:
-            rdb.record_heartbeat(ostudy, trial)
-            beaten = True
-        except Exception as e:  # the thread keeps trying
-            logger.debug("first heartbeat of trial #%d failed: %s", trial.number, e)
     state: TrialState | None = None
     values: Any = None
     interrupted: BaseException | None = None
-    with rdb.heartbeat_thread(ostudy, trial, first_recorded=beaten):
+    with rdb.heartbeat_thread(ostudy, trial):  # beats once now, before the body writes, then every interval
         try:
             values = objective(trial)  # state None: Optuna's tell makes it COMPLETE, or FAIL for a NaN
         except optuna.TrialPruned:

@@ -57,36 +57,40 @@ def record_heartbeat(ostudy: "optuna.Study", trial: Any) -> None:
     ostudy._storage.record_heartbeat(trial._trial_id)
 
 
-def heartbeat_thread(ostudy: "optuna.Study", trial: Any, first_recorded: bool = False):
-    """A context manager beating for ``trial`` while it runs, as ``optuna.Study.optimize`` does.
-    ``first_recorded``: the caller recorded a beat just now, so the thread's first beat comes one interval
-    later (Optuna's thread beats at once: for a short trial, a second write that tells the store nothing)."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
+def heartbeat_thread(ostudy: "optuna.Study", trial: Any):
+    """A context manager beating for ``trial`` while it runs: once on entry, before the body writes anything,
+    then every heartbeat interval (Optuna's thread beats at once from a thread of its own, which may wait on a
+    busy store; and the worker's explicit first beat made that a second write telling the store nothing).
+    A no-op context on a storage without heartbeats."""
     every = has_heartbeat(ostudy) and ostudy._storage.get_heartbeat_interval()
-    if not first_recorded or not every:
-        return get_heartbeat_thread(trial._trial_id, ostudy._storage)
-    return _LaterBeats(ostudy._storage, trial._trial_id, float(every))
+    if not every:
+        return contextlib.nullcontext()
+    return _Heartbeat(ostudy._storage, trial._trial_id, float(every), number=trial.number)
 
 
-class _LaterBeats:
-    """Beats for a trial every ``every`` seconds, the first one interval after the start."""
+class _Heartbeat:
+    """Beats for a trial on entry, then every ``every`` seconds until exit. A failed beat is logged and the next
+    one tries again (the worker's own next write says why the store is away)."""
 
-    def __init__(self, storage: Any, trial_id: int, every: float) -> None:
+    def __init__(self, storage: Any, trial_id: int, every: float, number: int | None = None) -> None:
         import threading
 
-        self.storage, self.trial_id, self.every = storage, trial_id, every
+        self.storage, self.trial_id, self.every, self.number = storage, trial_id, every, number
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
 
+    def _beat(self) -> None:
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception as e:
+            logger.debug("heartbeat of trial #%s failed: %s", self.number, e)
+
     def _run(self) -> None:
         while not self.stop.wait(self.every):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as e:  # the next beat tries again; the worker's own next write says why
-                logger.debug("heartbeat of trial id %d failed: %s", self.trial_id, e)
+            self._beat()
 
-    def __enter__(self) -> "_LaterBeats":
+    def __enter__(self) -> "_Heartbeat":
+        self._beat()
         self.thread.start()
         return self
 
