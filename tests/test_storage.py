@@ -291,3 +291,37 @@ def test_the_optuna_version_guard_refuses_versions_the_overrides_were_not_checke
         monkeypatch.setattr(guard, "installed_optuna_version", lambda bad=bad: bad)
         with pytest.raises(HpoError, match=rf"optuna: must be >=4\.9,<6 .*but got {bad}"):
             guard.check_optuna_version()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_user_attrs_ride_along_with_the_params_and_the_last_values(tmp_path, fast):
+    """User attrs given to ``batched_params`` and to the final flush reach the store with the parameters and with
+    the last intermediate values; on a storage without batched writes (Optuna's own) they still reach it."""
+    from hpo.run.handles import OptunaHandle
+    from hpo.store import rdb
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    storage = open_storage(url, heartbeat=False) if fast else optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name="a", storage=storage)
+    trial = study.ask()
+    with rdb.batched_params(trial) as along:
+        trial.suggest_float("x", 0, 1)
+        along["config"] = {"x": "sampled"}
+        assert "config" not in rdb.stored_trial(study, trial).user_attrs  # not before the block ends
+    stored = rdb.stored_trial(study, trial)
+    assert stored.user_attrs == {"config": {"x": "sampled"}} and set(stored.params) == {"x"}
+    handle = OptunaHandle(trial, prune=False)
+    handle.report(0.5, 0, {})
+    handle.set_final_user_attrs({"metrics": {"val": 0.5}, "stop_reason": "completed"})
+    assert "metrics" not in rdb.stored_trial(study, trial).user_attrs  # written by the flush, not before
+    handle.flush()
+    stored = rdb.stored_trial(study, trial)
+    assert stored.user_attrs["metrics"] == {"val": 0.5} and stored.user_attrs["stop_reason"] == "completed"
+    assert stored.intermediate_values == {0: 0.5}
+    handle.flush()  # nothing left: no write
+    study.tell(trial, 0.5)
+    if fast:  # a finished trial takes neither values nor attrs, and the refused write leaves nothing behind
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            rdb.backend_of(storage).set_trial_intermediate_values(trial._trial_id, {1: 0.4}, {"late": 1})
+        stored = rdb.stored_trial(study, trial)
+        assert "late" not in stored.user_attrs and 1 not in stored.intermediate_values

@@ -47,15 +47,21 @@ class TrialHandle:
         """Store a file as an artifact of this trial; return its id."""
         raise NotImplementedError
 
+    def set_final_user_attrs(self, attrs: dict) -> None:
+        """The trial body's last attrs: written by :meth:`flush`, with the last intermediate values in one
+        write where the handle can (default: at once)."""
+        self.set_user_attrs(attrs)
+
     def flush(self) -> None:
         """Write anything the handle deferred (called when the trial body ends)."""
 
 
 class DeferredValues:
     """A trial's intermediate values kept in memory and written in one call (``write``) when asked to
-    :meth:`flush` — the handles flush when :attr:`due` (every ``every`` seconds) and when the trial ends."""
+    :meth:`flush` — the handles flush when :attr:`due` (every ``every`` seconds) and when the trial ends.
+    ``write(values)``, or ``write(values, user_attrs)`` for a flush given user attrs to write along."""
 
-    def __init__(self, write: Callable[[dict[int, float]], None], every: float) -> None:
+    def __init__(self, write: Callable[..., None], every: float) -> None:
         self._write, self.every = write, every
         self._pending: dict[int, float] = {}
         self._flushed_at = time.monotonic()
@@ -67,11 +73,11 @@ class DeferredValues:
     def due(self) -> bool:
         return time.monotonic() - self._flushed_at >= self.every
 
-    def flush(self) -> None:
+    def flush(self, user_attrs: dict | None = None) -> None:
         self._flushed_at = time.monotonic()
-        if self._pending:
+        if self._pending or user_attrs:
             pending, self._pending = self._pending, {}
-            self._write(pending)
+            self._write(pending, user_attrs) if user_attrs else self._write(pending)
 
 
 class OptunaHandle(TrialHandle):
@@ -102,6 +108,7 @@ class OptunaHandle(TrialHandle):
         write = intermediate_writer(trial) or (_one_by_one(trial.storage, self.trial_id) if multi else None)
         self._deferred = (DeferredValues(write, self.flush_seconds)
                           if write is not None and (multi or self._oracle is not None or not self._prune) else None)
+        self._final: dict = {}
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.trial.set_user_attr(key, value)
@@ -128,10 +135,17 @@ class OptunaHandle(TrialHandle):
             return self._oracle.should_prune(self.trial, self._values, self.trial_id)
         return self.trial.should_prune()
 
+    def set_final_user_attrs(self, attrs: dict) -> None:
+        self._final.update(attrs)
+
     def flush(self) -> None:
-        """Write the deferred intermediate values (before the trial is told its state)."""
+        """Write the deferred intermediate values and the final user attrs, in one transaction where the storage
+        allows (before the trial is told its state)."""
+        final, self._final = self._final, {}
         if self._deferred is not None:
-            self._deferred.flush()
+            self._deferred.flush(final)
+        elif final:
+            self.set_user_attrs(final)
 
     def upload(self, artifacts: Any, path: str) -> str:
         """Like ``optuna.artifacts.upload_artifact``, but the file is written first and recorded with the
@@ -141,12 +155,15 @@ class OptunaHandle(TrialHandle):
         return upload_whole(artifacts, path, self.trial.storage, self.trial_id)
 
 
-def _one_by_one(storage: Any, trial_id: int) -> Callable[[dict[int, float]], None]:
-    """Write intermediate values one step at a time through the storage's public API (a storage without
-    batched writes); unlike ``trial.report`` it also takes those of a multi-objective trial."""
+def _one_by_one(storage: Any, trial_id: int) -> Callable[..., None]:
+    """Write intermediate values one step at a time, then user attrs one key at a time, through the storage's
+    public API (a storage without batched writes); unlike ``trial.report`` it also takes those of a
+    multi-objective trial."""
 
-    def write(values: dict[int, float]) -> None:
+    def write(values: dict[int, float], user_attrs: dict | None = None) -> None:
         for step, value in values.items():
             storage.set_trial_intermediate_value(trial_id, step, value)
+        for key, value in (user_attrs or {}).items():
+            storage.set_trial_user_attr(trial_id, key, value)
 
     return write

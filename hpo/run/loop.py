@@ -79,11 +79,15 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
     stale_check = StaleCheck(ostudy) if heartbeat else None
     levels, stop_at = study.targets, study.stop_at_target
     count_budget = BudgetCounter()  # before every trial, in time proportional to what changed, not to the study
+    ran: int | None = None  # the trial this worker finished last turn: taken from the next read, which has it stored
     while True:
+        trials = ostudy.get_trials(deepcopy=False)
+        if ran is not None:
+            failures = _after_trial(ostudy, _numbered(trials, ran), on_trial, levels, failures, max_failures)
+            ran = None
         check_interrupt()
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
-        trials = ostudy.get_trials(deepcopy=False)
         if _target_reached(ostudy, levels, stop_at, trials):
             return STOPPED_AT_TARGET
         budget = count_budget(trials)
@@ -106,22 +110,33 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
             # more than twice every worker seen lately (running or between trials), skip the check
             free = n_trials - budget.used - budget.running
             objective.check_surplus = free <= 2 * (_recent_workers(trials) + 1)
-        done = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check)
-        if done is None:  # dropped: another worker finished it meanwhile
-            continue
-        if on_trial is not None:
-            on_trial(ostudy, done)
-        if levels:  # a trial that meets stop_at_target ends the study at the next turn (named runs first)
-            record_met(ostudy, levels, done)
-        if done.state.name == "FAIL" and done.user_attrs.get(R.STOP_REASON) not in NOT_TRAINED:
-            failures += 1
-            if failures >= max_failures:
-                raise StudyAborted(
-                    f"{failures} trials failed in a row (last: {done.user_attrs.get(R.STOP_DETAIL, '?')}); "
-                    "stopping the study — fix the cause and run it again to resume"
-                )
-        else:
-            failures = 0
+        ran = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check)  # None: dropped
+
+
+def _after_trial(ostudy: "optuna.Study", done: "FrozenTrial", on_trial: TrialCallback | None, levels, failures: int,
+                 max_failures: int) -> int:
+    """What the worker does with a trial it finished (``done``, as stored): the callback, the targets it met,
+    the count of failures in a row (returned; too many abort the study)."""
+    if on_trial is not None:
+        on_trial(ostudy, done)
+    if levels:  # a trial that meets stop_at_target ends the study at the next turn (named runs first)
+        record_met(ostudy, levels, done)
+    if done.state.name != "FAIL" or done.user_attrs.get(R.STOP_REASON) in NOT_TRAINED:
+        return 0
+    failures += 1
+    if failures >= max_failures:
+        raise StudyAborted(
+            f"{failures} trials failed in a row (last: {done.user_attrs.get(R.STOP_DETAIL, '?')}); "
+            "stopping the study — fix the cause and run it again to resume"
+        )
+    return failures
+
+
+def _numbered(trials: Sequence["FrozenTrial"], number: int) -> "FrozenTrial":
+    """The trial numbered ``number`` in a study's trials (sorted by number, 0..n-1: at its index)."""
+    if number < len(trials) and trials[number].number == number:
+        return trials[number]
+    return next(t for t in trials if t.number == number)
 
 
 def _target_reached(ostudy: "optuna.Study", levels, stop_at: str | None, trials: Sequence["FrozenTrial"]) -> bool:
@@ -181,12 +196,13 @@ class StaleCheck:
 
 
 def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True,
-              stale_check: Callable[[], None] | None = None) -> "FrozenTrial | None":
+              stale_check: Callable[[], None] | None = None) -> int | None:
     """One trial as ``optuna.Study.optimize`` runs it (``_run_trial``): fail stale trials (``stale_check``,
     default: every time), ask, run the body under a heartbeat thread, tell the state and values. Return the
-    finished trial, or None when the trial was finished by someone else while the body ran (another worker's
-    stale-heartbeat check failed it, e.g. during a store outage: the result is dropped and its retry runs
-    elsewhere). A KeyboardInterrupt (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
+    finished trial's number (the trial is not read back: the worker loop's next read has it), or None when the
+    trial was finished by someone else while the body ran (another worker's stale-heartbeat check failed it,
+    e.g. during a store outage: the result is dropped and its retry runs elsewhere). A KeyboardInterrupt
+    (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
     import warnings
 
     import optuna
@@ -203,7 +219,7 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
     state: TrialState | None = None
     values: Any = None
     interrupted: BaseException | None = None
-    with rdb.heartbeat_thread(ostudy, trial):  # beats once now, before the body writes, then every interval
+    with rdb.heartbeat_thread(ostudy, trial):  # its first beat came with the trial, or comes now; then every interval
         try:
             values = objective(trial)  # state None: Optuna's tell makes it COMPLETE, or FAIL for a NaN
         except optuna.TrialPruned:
@@ -221,7 +237,7 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
             state, interrupted = TrialState.FAIL, e
             _mark_interrupted(trial)
     try:
-        done = ostudy.tell(trial, values, state=state)  # the trial as the store has it now
+        rdb.tell(ostudy, trial, values, state)  # without a read-back: the loop's next read has the trial
     except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
         stored = rdb.stored_trial(ostudy, trial)
         if stored.state == TrialState.RUNNING:
@@ -235,7 +251,7 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
         return None
     if interrupted is not None:
         raise interrupted
-    return done
+    return trial.number
 
 
 def _mark_interrupted(trial: "optuna.Trial") -> None:

@@ -89,44 +89,55 @@ class TrialObjective:
                 _stop(trial, StopReason.SURPLUS, detail)
                 raise TrialFailed(detail)
         user_attrs = trial.user_attrs  # read from the store once (each read of a live trial's attrs is a query)
-        config = self.sample(trial, user_attrs)
+        config = self.sample(trial, user_attrs, record_start=True)
         study = self.study
         handle = OptunaHandle(trial, prune=study.spec.pruner.type != "none",
                               primary=study.primary.direction if study.multi_objective else None)
-        outcome = self.run_config(handle, config, protected=self.protected(user_attrs))
+        outcome = self.run_config(handle, config, protected=self.protected(user_attrs), start_recorded=True)
         if outcome.state == "PRUNED":
             raise optuna.TrialPruned(outcome.detail)
         if outcome.state == "FAIL":
             raise TrialFailed(outcome.detail)
         return outcome.values[0] if len(outcome.values) == 1 else outcome.values
 
-    def sample(self, trial: "optuna.Trial", user_attrs: dict | None = None) -> dict:
+    def sample(self, trial: "optuna.Trial", user_attrs: dict | None = None, record_start: bool = False) -> dict:
         """The trial's full config: sampled (define-by-run) on the trial, with the epoch cap applied.
-        ``user_attrs``: the trial's, where the caller has read them (default: read here)."""
+        ``user_attrs``: the trial's, where the caller has read them (default: read here). ``record_start``:
+        write the :meth:`start_attrs` too (the worker runs the trial itself), in the parameters' transaction."""
         from hpo.store.rdb import batched_params
 
         attrs = trial.user_attrs if user_attrs is None else user_attrs
-        with batched_params(trial):  # the parameters reach the store in one transaction, before training
+        with batched_params(trial) as along:  # the parameters reach the store in one transaction, before training
             config = self.study.space.sample(trial, attrs.get(R.OVERRIDES) or {})
-        config.setdefault("seed", self.study.spec.seed)
-        return cap_epochs(config, self.max_epochs, self.task)
+            config.setdefault("seed", self.study.spec.seed)
+            config = cap_epochs(config, self.max_epochs, self.task)
+            if record_start:
+                along.update(self.start_attrs(config))
+        return config
+
+    def start_attrs(self, config: dict) -> dict:
+        """What a trial records before it trains: the worker running it and its full config."""
+        return {R.WORKER: worker_id(), **self.worker_attrs, R.CONFIG: config}
 
     def protected(self, user_attrs: dict) -> bool:
         """Whether a trial with these user attrs is protected: a baseline (or ablation run, a baseline too)
         of a study with ``protect_baselines``; no gate or pruner stops it."""
         return bool(self.study.protect_baselines and user_attrs.get(R.BASELINE))
 
-    def run_config(self, handle: TrialHandle, config: dict, protected: bool = False) -> Outcome:
+    def run_config(self, handle: TrialHandle, config: dict, protected: bool = False,
+                   start_recorded: bool = False) -> Outcome:
         """Check, train and record one config on ``handle``; the body shared by every backend.
-        ``protected`` (see :meth:`protected`): neither gates nor the pruner stop it."""
+        ``protected`` (see :meth:`protected`): neither gates nor the pruner stop it. ``start_recorded``: the
+        :meth:`start_attrs` are in the store already (:meth:`sample` wrote them with the parameters)."""
         try:
-            return self._run_config(handle, config, protected)
+            return self._run_config(handle, config, protected, start_recorded)
         finally:
             handle.flush()
 
-    def _run_config(self, handle: TrialHandle, config: dict, protected: bool = False) -> Outcome:
+    def _run_config(self, handle: TrialHandle, config: dict, protected: bool, start_recorded: bool) -> Outcome:
         study = self.study
-        handle.set_user_attrs({R.WORKER: worker_id(), **self.worker_attrs, R.CONFIG: config})
+        if not start_recorded:
+            handle.set_user_attrs(self.start_attrs(config))
         violated = study.space.violated(config)
         if violated:
             return _stop(handle, StopReason.CONSTRAINT, "constraint violated: " + "; ".join(violated), "PRUNED")
@@ -171,7 +182,7 @@ class TrialObjective:
                     logger.warning("trial #%d: its checkpoint could not be written (%s); the trial keeps its values "
                                    "and metrics, without a checkpoint", handle.number, attrs[R.CHECKPOINT_ERROR][:300])
             outcome = Outcome("COMPLETE", values=[float(result.best[o.metric]) for o in study.objectives])
-        handle.set_user_attrs(attrs)  # one write with everything the trial produced
+        handle.set_final_user_attrs(attrs)  # everything the trial produced, with its last intermediate values
         return outcome
 
     def _fit(self, handle: TrialHandle, splits, train_cfg, model_cfg, protected: bool = False):

@@ -42,6 +42,7 @@ class RayHandle(TrialHandle):
         self.curves: dict[str, list] = {}
         self._values: dict[int, float] = {}
         self._deferred = DeferredValues(self._write_values, self.flush_seconds)
+        self._final: dict = {}
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self.set_user_attrs({key: value})
@@ -61,8 +62,7 @@ class RayHandle(TrialHandle):
         if self.intermediate:
             self._deferred.add(epoch, value)
         if self.to_tune or self._deferred.due:
-            self.flush()
-            self.set_user_attr(R.CURVES, self.curves)  # a trial stopped by Tune keeps its curves
+            self._deferred.flush({R.CURVES: self.curves})  # one write; a trial stopped by Tune keeps its curves
         if self.to_tune:
             from ray import tune
 
@@ -72,15 +72,20 @@ class RayHandle(TrialHandle):
         self._values[epoch] = value
         return self.oracle.should_prune(self, self._values, self.trial_id)
 
-    def flush(self) -> None:
-        """Write the intermediate values not yet in the store (the trial body writes the final curves)."""
-        self._deferred.flush()
+    def set_final_user_attrs(self, attrs: dict) -> None:
+        self._final.update(attrs)
 
-    def _write_values(self, values: dict[int, float]) -> None:
+    def flush(self) -> None:
+        """Write the intermediate values not yet in the store and the final user attrs (the trial body's: its
+        final curves among them), in one transaction."""
+        final, self._final = self._final, {}
+        self._deferred.flush(final)
+
+    def _write_values(self, values: dict[int, float], user_attrs: dict | None = None) -> None:
         import optuna
 
         try:
-            self.storage.set_trial_intermediate_values(self.trial_id, values)
+            self.storage.set_trial_intermediate_values(self.trial_id, values, user_attrs)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # stopped by the scheduler and recorded by the driver meanwhile
 

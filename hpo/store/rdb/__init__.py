@@ -37,7 +37,7 @@ check_optuna_version()
 
 from hpo.store.rdb.access import (  # noqa: E402  (after the version check)
     backend_of, batched_params, fail_heartbeatless, fail_stale, fail_waiting, has_heartbeat, heartbeat_thread,
-    intermediate_writer, light_reads, record_artifact, record_heartbeat, storage_of, stored_trial, study_id_of,
+    intermediate_writer, light_reads, record_artifact, record_heartbeat, storage_of, stored_trial, study_id_of, tell,
     trial_id_of, trials_light, write_user_attrs,
 )
 from hpo.store.rdb.storage import (  # noqa: E402
@@ -49,5 +49,5 @@ __all__ = [
     "BATCHED", "CHECKED", "DELEGATING", "RECONNECT_TIMEOUT", "RETRIED", "ResilientRDBStorage", "backend_of",
     "batched_params", "check_optuna_version", "fail_heartbeatless", "fail_stale", "fail_waiting", "has_heartbeat",
     "heartbeat_thread", "intermediate_writer", "light_reads", "record_artifact", "record_heartbeat", "retried",
-    "storage_of", "stored_trial", "study_id_of", "trial_id_of", "trials_light", "write_user_attrs",
+    "storage_of", "stored_trial", "study_id_of", "tell", "trial_id_of", "trials_light", "write_user_attrs",
 ]

@@ -1,4 +1,4 @@
-"""Small public functions over Optuna's private storage API, for the rest of ``hpo``.
+"""Small public functions over Optuna's private storage API (and its tell without read-back), for the rest of ``hpo``.
 
 The run loop, the trial handles, the study's enqueues and the readers call these instead of
 ``ostudy._storage``, ``trial._trial_id`` or ``getattr(storage, "_backend", storage)``: what the resilient
@@ -48,6 +48,14 @@ def stored_trial(ostudy: "optuna.Study", trial: Any) -> "FrozenTrial":
     return copy.deepcopy(ostudy._storage.get_trial(trial._trial_id))
 
 
+def tell(ostudy: "optuna.Study", trial: "optuna.Trial", values: Any, state: "TrialState | None") -> "TrialState":
+    """``ostudy.tell`` without its read-back of the finished trial (``Study.optimize`` calls this too): one read
+    fewer per trial where the caller reads the study next anyway. The state told; raises as ``tell`` raises."""
+    from optuna.study._tell import _tell_with_warning
+
+    return _tell_with_warning(study=ostudy, trial=trial, value_or_values=values, state=state)[0]
+
+
 def has_heartbeat(ostudy: "optuna.Study") -> bool:
     get = getattr(ostudy._storage, "get_heartbeat_interval", None)
     return bool(get and get())
@@ -58,24 +66,25 @@ def record_heartbeat(ostudy: "optuna.Study", trial: Any) -> None:
 
 
 def heartbeat_thread(ostudy: "optuna.Study", trial: Any):
-    """A context manager beating for ``trial`` while it runs: once on entry, before the body writes anything,
-    then every heartbeat interval (Optuna's thread beats at once from a thread of its own, which may wait on a
-    busy store; and the worker's explicit first beat made that a second write telling the store nothing).
-    A no-op context on a storage without heartbeats."""
+    """A context manager beating for ``trial`` while it runs, every heartbeat interval. Its first beat: none
+    where the storage wrote one with the trial's start (``beats_at_start``: in the creating or claiming
+    transaction), else on entry, before the body writes anything (Optuna's thread beats from a thread of its
+    own, which may wait on a busy store). A no-op context on a storage without heartbeats."""
     every = has_heartbeat(ostudy) and ostudy._storage.get_heartbeat_interval()
     if not every:
         return contextlib.nullcontext()
-    return _Heartbeat(ostudy._storage, trial._trial_id, float(every), number=trial.number)
+    beaten = bool(getattr(backend_of(ostudy._storage), "beats_at_start", False))
+    return _Heartbeat(ostudy._storage, trial._trial_id, float(every), number=trial.number, first=not beaten)
 
 
 class _Heartbeat:
-    """Beats for a trial on entry, then every ``every`` seconds until exit. A failed beat is logged and the next
-    one tries again (the worker's own next write says why the store is away)."""
+    """Beats for a trial on entry (``first``), then every ``every`` seconds until exit. A failed beat is logged
+    and the next one tries again (the worker's own next write says why the store is away)."""
 
-    def __init__(self, storage: Any, trial_id: int, every: float, number: int | None = None) -> None:
+    def __init__(self, storage: Any, trial_id: int, every: float, number: int | None = None, first: bool = True) -> None:
         import threading
 
-        self.storage, self.trial_id, self.every, self.number = storage, trial_id, every, number
+        self.storage, self.trial_id, self.every, self.number, self.first = storage, trial_id, every, number, first
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
 
@@ -90,7 +99,8 @@ class _Heartbeat:
             self._beat()
 
     def __enter__(self) -> "_Heartbeat":
-        self._beat()
+        if self.first:
+            self._beat()
         self.thread.start()
         return self
 
@@ -99,11 +109,20 @@ class _Heartbeat:
         self.thread.join()
 
 
+@contextlib.contextmanager
 def batched_params(trial: "optuna.Trial"):
-    """A context within which the trial's suggested parameters are written in one transaction (a no-op
-    context on a storage that cannot)."""
+    """A context within which the trial's suggested parameters are written in one transaction. It yields a
+    dict: user attrs put in it before the block ends are written in that transaction too. On a storage that
+    cannot batch, the parameters are written as suggested and the attrs one by one at the end."""
     backend = backend_of(trial.storage)
-    return backend.batched_params(trial._trial_id) if hasattr(backend, "batched_params") else contextlib.nullcontext()
+    attrs: dict = {}
+    if hasattr(backend, "batched_params"):
+        with backend.batched_params(trial._trial_id, attrs):
+            yield attrs
+        return
+    yield attrs
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
 
 
 def write_user_attrs(trial: "optuna.Trial", attrs: dict) -> bool:
@@ -116,13 +135,14 @@ def write_user_attrs(trial: "optuna.Trial", attrs: dict) -> bool:
     return True
 
 
-def intermediate_writer(trial: "optuna.Trial") -> Callable[[dict[int, float]], None] | None:
-    """A function writing several intermediate values of the trial at once, or None where the storage cannot."""
+def intermediate_writer(trial: "optuna.Trial") -> Callable[[dict[int, float], dict], None] | None:
+    """A function writing several intermediate values of the trial, and user attrs (the second argument), in
+    one transaction; None where the storage cannot."""
     backend = backend_of(trial.storage)
     if not hasattr(backend, "set_trial_intermediate_values"):
         return None
     trial_id = trial._trial_id
-    return lambda values: backend.set_trial_intermediate_values(trial_id, values)
+    return lambda values, user_attrs=None: backend.set_trial_intermediate_values(trial_id, values, user_attrs)
 
 
 def light_reads(ostudy: "optuna.Study") -> bool:

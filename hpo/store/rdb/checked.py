@@ -7,7 +7,9 @@ finds the trial already in that state as done; a claim (WAITING -> RUNNING) writ
 that finds the trial RUNNING under its own token counts as claimed. Tokens are system attrs named ``_hpo_*``,
 deleted in the transaction that finishes the trial (a trial created finished loses its token at once): one
 transaction fewer per trial than a delete of its own (``bench/scale.py``). Trials read through the storage
-never show them. Mixed into :class:`hpo.store.rdb.ResilientRDBStorage`.
+never show them. With heartbeats on, a trial entering RUNNING (created or claimed) gets its first heartbeat in
+that same transaction (:attr:`CheckedWrites.beats_at_start`): no trial is ever RUNNING without a beat, and the
+heartbeat thread's first write comes one interval later. Mixed into :class:`hpo.store.rdb.ResilientRDBStorage`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ def without_tokens(trial: "FrozenTrial") -> "FrozenTrial":
 class CheckedWrites:
     """Trial creation and state changes that a retry recognises (see the module docstring)."""
 
+    @property
+    def beats_at_start(self) -> bool:
+        """Whether a trial entering RUNNING here gets its first heartbeat in that transaction."""
+        return bool(self.heartbeat_interval)
+
+    def _beat_without_commit(self, session, trial_id: int, new: bool = False) -> None:
+        """Optuna's ``record_heartbeat``, in ``session`` (``new``: the trial is created in it, no beat to look up)."""
+        import sqlalchemy
+        from optuna.storages._rdb import models
+
+        beat = None if new else models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
+        if beat is None:
+            session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+        else:
+            beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar()
+
     def create_new_trial(self, study_id: int, template_trial: "FrozenTrial | None" = None) -> int:
         return self._create_new_trial(study_id, template_trial)._trial_id
 
@@ -69,6 +87,8 @@ class CheckedWrites:
                 # the lock makes trial numbers unique under concurrent workers (as in Optuna)
                 models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
                 trial = self._get_prepared_new_trial(study_id, template, session)
+                if template.state == TrialState.RUNNING and self.beats_at_start:
+                    self._beat_without_commit(session, trial.trial_id, new=True)
                 frozen = copy.deepcopy(template)
                 frozen.number, frozen.datetime_start, frozen._trial_id = trial.number, trial.datetime_start, trial.trial_id
             return without_tokens(frozen)
@@ -110,6 +130,8 @@ class CheckedWrites:
                     if state == TrialState.RUNNING:
                         trial.datetime_start = datetime.now()
                         self._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, trial_id, CLAIM_TOKEN, token)
+                        if self.beats_at_start:
+                            self._beat_without_commit(session, trial_id)
                     if state.is_finished():
                         trial.datetime_complete = datetime.now()
                         self._drop_tokens_without_commit(session, trial_id)
