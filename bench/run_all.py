@@ -29,6 +29,7 @@ SUITE = [
     ("published", ["published.py"], True),
     ("dta_davis", ["dta_davis.py"], True),
     ("dta_cost", ["dta_cost.py"], True),
+    ("dta_step", ["dta_step.py"], True),
     ("crystal_graphs", ["crystal_graphs.py"], True),
     # 2-minute arms keep `make bench` under 30 minutes; the 30- and 60-minute arms are flags (BENCHMARKS.md)
     ("time_to_quality", ["time_to_quality.py"], True, ["--minutes", "2"]),

@@ -211,7 +211,10 @@ class DeepBindNet(nn.Module):
             drug_index = torch.arange(len(drug), device=drug.device)
         if protein_index is None:
             protein_index = torch.arange(len(protein), device=protein.device)
-        if packed:
+        if packed and not self.fusion:  # late fusion: a pair's pooled codes are its two sequences'
+            (dm, dx), (pm, px) = _mean_max(d, d_mask), _mean_max(p, p_mask)  # each (U, H)
+            z = torch.cat([dm[drug_index], dx[drug_index], pm[protein_index], px[protein_index]], dim=-1)  # (B, 4H)
+        elif packed:
             z = _fuse_packed(self.fusion, d, d_mask, drug_index, p, p_mask, protein_index)  # (B, 4H)
         else:
             d, d_mask = d[drug_index], d_mask[drug_index]  # (B, Ld, H)
