@@ -211,10 +211,7 @@ class DeepBindNet(nn.Module):
             drug_index = torch.arange(len(drug), device=drug.device)
         if protein_index is None:
             protein_index = torch.arange(len(protein), device=protein.device)
-        if packed and not self.fusion:  # late fusion: a pair's pooled codes are its two sequences'
-            (dm, dx), (pm, px) = _mean_max(d, d_mask), _mean_max(p, p_mask)  # each (U, H)
-            z = torch.cat([dm[drug_index], dx[drug_index], pm[protein_index], px[protein_index]], dim=-1)  # (B, 4H)
-        elif packed:
+        if packed:
             z = _fuse_packed(self.fusion, d, d_mask, drug_index, p, p_mask, protein_index)  # (B, 4H)
         else:
             d, d_mask = d[drug_index], d_mask[drug_index]  # (B, Ld, H)
@@ -365,7 +362,12 @@ def _fuse_packed(layers: nn.ModuleList, d: torch.Tensor, d_mask: torch.Tensor, d
 
     Shapes: d ``(Ud, Ld, H)``, d_mask ``(Ud, Ld)``, drug_index ``(B,)``; p, p_mask, protein_index the
     same for proteins -> the pooled ``(B, 4H)`` (masked mean and max of drug, then protein tokens).
+    Without fusion layers (late fusion) a pair's pooled codes are its two sequences': pooled once per
+    distinct sequence, then indexed.
     """
+    if not layers:
+        (dm, dx), (pm, px) = _mean_max(d, d_mask), _mean_max(p, p_mask)  # each (U, H)
+        return torch.cat([dm[drug_index], dx[drug_index], pm[protein_index], px[protein_index]], dim=-1)
     pd, pp = _packing(d_mask, drug_index), _packing(p_mask, protein_index)
     width = d.shape[-1]
     xd, xp = _per_pair(d, drug_index, pd), _per_pair(p, protein_index, pp)  # (Nd, H), (Np, H)
