@@ -8,8 +8,8 @@ Models, each trained by Adam(W) at lr 1e-3 on batches of the pairs of 6 proteins
 folds (as both arms of ``bench/time_to_quality.py``), each distinct drug and protein encoded once per batch:
 
 - **reference**: ``bench/reference/deepdta.py``'s DeepDTA (plain PyTorch, proteins padded to 1,200);
-- **family, late fusion**: DeepBindNet at ``bench/studies/ttq_davis.yaml``'s ``deepdta`` baseline (CNN encoders
-  32-64-96, fusion_layers 0, feature 1024), inputs cut to the batch's longest sequence as the family's loader does;
+- **family, late fusion**: DeepBindNet at ``bench/studies/ttq_davis.yaml``'s ``deepdta`` baseline (read from
+  the file: CNN encoders 32-64-96, fusion_layers 0, feature 1024), inputs cut to the batch's longest sequence as the family's loader does;
 - **family, 1 fusion layer**: the same with one gated cross-attention fusion layer (the space's other choice).
 
 A step is forward, backward and the optimizer step; the models take turns step by step (so a change of the
@@ -32,16 +32,25 @@ from common import ROOT, machine, save, table
 sys.path[:0] = [str(Path(__file__).resolve().parent / "reference"), str(ROOT)]
 import deepdta as reference  # noqa: E402  (bench/reference: the plain script, no hpo import)
 
+STUDY = Path(__file__).resolve().parent / "studies" / "ttq_davis.yaml"
+
 
 def family_model(fusion_layers: int):
+    """DeepBindNet at the time-to-quality study's ``deepdta`` baseline (its fixed values and the baseline's,
+    read from ``bench/studies/ttq_davis.yaml``), with ``fusion_layers`` fusion layers."""
+    from dataclasses import fields
+
+    import yaml
+
     from models.drug_target.config import DeepBindConfig
     from models.drug_target.model import DeepBindNet
 
-    cfg = DeepBindConfig(hidden_dim=96, feature_dim=1024, fusion_layers=fusion_layers, dropout_rate=0.1,
-                         drug_kernel=4, protein_kernel=8, embed_dim=128, encoder_layers=3, fusion_heads=4, gated=True,
-                         protein_pool=8)
+    spec = yaml.safe_load(STUDY.read_text())
+    values = {**spec["space"]["fixed"], **spec["baselines"]["deepdta"], "fusion_layers": fusion_layers}
+    cfg = DeepBindConfig(**{f.name: values[f.name] for f in fields(DeepBindConfig) if f.name in values})
     return DeepBindNet(cfg, smiles_vocab_size=len(reference.SMILES_ALPHABET) + 1,
-                       protein_vocab_size=len(reference.PROTEIN_ALPHABET) + 1, max_smiles_len=85, max_protein_len=1200)
+                       protein_vocab_size=len(reference.PROTEIN_ALPHABET) + 1,
+                       max_smiles_len=values["max_smiles_len"], max_protein_len=values["max_protein_len"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     steps = 3 if args.quick else args.steps
+    if steps < 1:
+        ap.error(f"--steps: must be >= 1, but got {steps}")
+    if args.threads < 1:
+        ap.error(f"--threads: must be >= 1, but got {args.threads}")
     if not args.data.is_dir():
-        raise SystemExit(f"--data: must be DeepDTA's Davis folder, but got {args.data} (not a folder)")
+        ap.error(f"--data: must be DeepDTA's Davis folder, but got {args.data} (not a folder)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = reference.load_davis(args.data, 85, 1200)
