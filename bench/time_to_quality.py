@@ -13,8 +13,9 @@ after the other:
 - **service**: the family's own model (``drug_target`` on Davis, ``traffic`` on Los-loop) tuned by a staged
   plan run through the CLI (``python -m hpo run bench/studies/ttq_<dataset>.yaml``, a subprocess): a cheap
   low-fidelity stage (``explore``), the space narrowed around its best with those re-trained at a higher
-  fidelity (``promote``), then ``hpo train`` of the best configuration at full fidelity with the time left
-  (its epochs sized from the promoted trials' epoch times). Each stage's deadline (``budget.timeout``) is set
+  fidelity (``promote``), then ``hpo train`` at full fidelity, with the time left, of the configuration that was
+  best at equal training time (not at equal epochs), its epochs sized from two full-fidelity
+  epochs of it timed first (their checkpoints count as points too). Each stage's deadline (``budget.timeout``) is set
   from the budget (``--split``: the fractions of explore and promote); the clock starts before the first
   subprocess, so data preparation, every trial and the final retrain count. Whatever is still running at
   the budget is stopped (SIGTERM: the trial in flight is recorded as interrupted and counts for nothing).
@@ -32,6 +33,7 @@ test RMSE at the 15-minute horizon (T-GCN published 5.13). Results: runs/bench/t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import shutil
@@ -121,14 +123,24 @@ def run_service(ds: Dataset, seed: int, budget: float, work: Path, quick: bool, 
         info["final"] = "no trial completed: no retrain"
         return points, info
 
-    stage, best = min(trials, key=lambda p: p[1].value)
+    (stage, best), info["choice"] = _retrain_choice(trials)
+    epoch_s, startup = _final_epoch_seconds(trials, best, full=not quick), 30.0 if not quick else 10.0
+    if not quick:  # measured, not extrapolated: two full-fidelity epochs of the chosen config (they count too)
+        launched = time.time()
+        final_retrain(ds, best, 2, sets, work / "calibrate", deadline=deadline, quick=quick)
+        e1, e2 = (work / "calibrate" / f"epoch_{i}.pt" for i in (1, 2))
+        if e1.exists() and e2.exists():
+            epoch_s = e2.stat().st_mtime - e1.stat().st_mtime
+            startup = max(0.0, e1.stat().st_mtime - launched - epoch_s)
+        for path in (e for e in (e1, e2) if e.exists()):
+            points.append({"elapsed_s": path.stat().st_mtime - t0, "val": None, "label": f"calibrate {path.stem}",
+                           "checkpoint": str(path)})
     left = deadline - time.time()
-    epoch_s = _final_epoch_seconds(trials, best, full=not quick)
-    startup = 30.0 if not quick else 10.0  # interpreter, imports and data load of `hpo train` (the data are cached)
     epochs = int((left - startup) / epoch_s) if epoch_s else 0
     if quick:
         epochs = min(epochs, 1)
-    info["final"] = {"from": f"{stage} #{best.number}", "seconds_left": left, "estimated_epoch_s": epoch_s, "epochs": epochs}
+    info["final"] = {"from": f"{stage} #{best.number}", "seconds_left": left, "epoch_s": epoch_s, "startup_s": startup,
+                     "epochs": epochs}
     if epochs < 1:
         info["final"]["skipped"] = "not enough time left for one full-fidelity epoch"
         return sorted(points, key=lambda p: p["elapsed_s"]), info
@@ -184,6 +196,40 @@ def _final_epoch_seconds(trials: list, best, *, full: bool) -> float | None:
         per_fraction = max(0.0, (s2 - s1) / (f2 - f1))
         return max(s2, s1 + per_fraction * (1.0 - f1))
     return secs(best) / frac(best)
+
+
+def _retrain_choice(trials: list) -> tuple[tuple[str, object], dict]:
+    """The (stage, trial) whose configuration the final retrain trains, and why. The final retrain has a
+    fixed number of seconds, not of epochs, so the candidates are compared at equal training time: at T, the
+    shortest training time of any completed trial, each trial's best validation value among the epochs it had
+    finished by T (sum of its epoch seconds); a trial with no epoch by T has shown nothing at that time and
+    is left out. The lowest value wins (ties: the fastest epoch). Ranking by the final value instead compares
+    at equal epochs and picks a configuration whose epoch costs several times more (a fusion layer: 8x per
+    step on Davis, bench/dta_step.py), which the retrain then affords few epochs of. Without epoch times,
+    the trial with the best final value."""
+    def timeline(t) -> list[tuple[float, float]]:
+        secs = (t.user_attrs.get("curves") or {}).get("epoch_seconds") or []
+        vals = [v for _, v in sorted(t.intermediate_values.items())]
+        if not secs or len(secs) != len(vals) or not all(secs):
+            return []
+        return list(zip(itertools.accumulate(secs), vals))
+
+    lines = {id(t): timeline(t) for _, t in trials}
+    timed = [(s, t) for s, t in trials if lines[id(t)]]
+    if not timed:
+        stage, best = min(trials, key=lambda p: p[1].value)
+        return (stage, best), {"rule": "best final value (no epoch times)"}
+    horizon = min(lines[id(t)][-1][0] for _, t in timed)
+
+    def at_horizon(t) -> float | None:
+        seen = [v for s, v in lines[id(t)] if s <= horizon * (1 + 1e-9)]
+        return min(seen) if seen else None
+
+    scored = [(at_horizon(t), lines[id(t)][0][0], s, t) for s, t in timed if at_horizon(t) is not None]
+    value, _, stage, best = min(scored, key=lambda x: (x[0], x[1]))
+    by_final = min(trials, key=lambda p: p[1].value)
+    return (stage, best), {"rule": "best at equal training time", "horizon_s": round(horizon, 1), "value_at_horizon": value,
+                           "candidates": len(scored), "best_final_value": f"{by_final[0]} #{by_final[1].number}"}
 
 
 def _stage_trials(ds: Dataset, db: Path) -> list:

@@ -95,3 +95,24 @@ def test_final_epoch_time_extrapolates_the_same_config_over_fidelities():
     assert ttq._final_epoch_seconds(trials, best, full=True) == pytest.approx(20.0 + 100.0 * 0.9)  # 10 s per 0.1
     assert ttq._final_epoch_seconds([("promote", best)], best, full=True) == pytest.approx(40.0 / 0.3)
     assert ttq._final_epoch_seconds(trials, best, full=False) == 40.0
+
+
+def _timed(number, params, secs, vals, value=None):
+    return SimpleNamespace(number=number, params=params, value=vals[-1] if value is None else value,
+                           intermediate_values=dict(enumerate(vals, 1)), user_attrs={"curves": {"epoch_seconds": secs}})
+
+
+def test_retrain_choice_compares_at_equal_training_time_not_at_equal_epochs():
+    cheap = _timed(0, {"fusion_layers": 0}, [3.0] * 4, [0.80, 0.75, 0.67, 0.635])
+    costly = _timed(1, {"fusion_layers": 1}, [11.0] * 4, [0.78, 0.64, 0.61, 0.588])  # best final value, 1 epoch by 12 s
+    slow = _timed(2, {"fusion_layers": 1}, [23.0] * 6, [0.77, 0.58, 0.55, 0.55, 0.52, 0.505])  # no epoch by 12 s
+    (stage, best), why = ttq._retrain_choice([("explore", cheap), ("explore", costly), ("promote", slow)])
+    assert (stage, best.number) == ("explore", 0)
+    assert why["horizon_s"] == 12.0 and why["candidates"] == 2 and why["best_final_value"] == "promote #2"
+    # at a longer common horizon the costlier config is ahead, and it is chosen
+    longer = _timed(3, {"fusion_layers": 0}, [3.0] * 16, [0.80] * 15 + [0.70])
+    (_, best), why = ttq._retrain_choice([("explore", longer), ("explore", costly)])
+    assert best.number == 1 and why["horizon_s"] == 44.0
+    # without epoch times: the best final value
+    bare = [("explore", SimpleNamespace(number=n, params={}, value=v, intermediate_values={}, user_attrs={})) for n, v in [(0, 0.7), (1, 0.6)]]
+    assert ttq._retrain_choice(bare)[0][1].number == 1
