@@ -227,7 +227,7 @@ def _retrain_choice(trials: list) -> tuple[tuple[str, object], dict]:
         seen = [v for s, v in lines[id(t)] if s <= horizon * (1 + 1e-9)]
         return min(seen) if seen else None
 
-    scored = [(at_horizon(t), lines[id(t)][0][0], s, t) for s, t in timed if at_horizon(t) is not None]
+    scored = [(v, lines[id(t)][0][0], s, t) for s, t in timed if (v := at_horizon(t)) is not None]
     value, _, stage, best = min(scored, key=lambda x: (x[0], x[1]))
     by_final = min(trials, key=lambda p: p[1].value)
     return (stage, best), {"rule": "best at equal training time", "horizon_s": round(horizon, 1), "value_at_horizon": value,
