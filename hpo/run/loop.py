@@ -10,9 +10,11 @@ was interrupted: those are re-queued with their parameters and run again (:mod:`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
 
 from hpo.errors import HpoError
 from hpo.run.budget import BudgetCounter
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WAIT_POLL_SECONDS = 1.0
+CLAIMED_PLACES = 32  # the last places of a budget are taken under the study's lock (:func:`_claim`)
 TrialCallback = Callable[["optuna.Study", "FrozenTrial"], None]
 
 
@@ -106,11 +109,27 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(ostudy) and not budget.waiting:
             return "grid exhausted"
         if n_trials is not None:
-            # a race past the budget needs more simultaneous starters than free slots: with room for
-            # more than twice every worker seen lately (running or between trials), skip the check
+            # a race past the budget needs more simultaneous starters than free places: with room for
+            # more than twice every worker seen lately (running or between trials), and more than
+            # CLAIMED_PLACES (workers starting together have not been seen yet), skip the check
             free = n_trials - budget.used - budget.running
-            objective.check_surplus = free <= 2 * (_recent_workers(trials) + 1)
-        ran = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check)  # None: dropped
+            objective.check_surplus = free <= max(2 * (_recent_workers(trials) + 1), CLAIMED_PLACES)
+        # near the end of the budget, count it again and ask under the study's lock: two workers that counted
+        # at the same moment (a server restart lets them go together) do not both take the last place
+        claim = ((lambda: _claim(ostudy, n_trials, count_budget)) if n_trials is not None and objective.check_surplus
+                 else None)
+        ran = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check, claim=claim)  # None: dropped
+
+
+@contextlib.contextmanager
+def _claim(ostudy: "optuna.Study", n_trials: int, count_budget: BudgetCounter) -> Iterator[bool]:
+    """Hold the study's lock (:func:`hpo.store.rdb.study_lock`) and yield whether the budget, read again
+    under it, still has a place (or a queued trial) for this worker's ``ask``, made within the block."""
+    from hpo.store import rdb
+
+    with rdb.study_lock(ostudy):
+        budget = count_budget(ostudy.get_trials(deepcopy=False))
+        yield bool(budget.waiting) or budget.used + budget.running < n_trials
 
 
 def _after_trial(ostudy: "optuna.Study", done: "FrozenTrial", on_trial: TrialCallback | None, levels, failures: int,
@@ -196,12 +215,14 @@ class StaleCheck:
 
 
 def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True,
-              stale_check: Callable[[], None] | None = None) -> int | None:
+              stale_check: Callable[[], None] | None = None,
+              claim: Callable[[], ContextManager[bool]] | None = None) -> int | None:
     """One trial as ``optuna.Study.optimize`` runs it (``_run_trial``): fail stale trials (``stale_check``,
     default: every time), ask, run the body under a heartbeat thread, tell the state and values. Return the
     finished trial's number (the trial is not read back: the worker loop's next read has it), or None when the
     trial was finished by someone else while the body ran (another worker's stale-heartbeat check failed it,
-    e.g. during a store outage: the result is dropped and its retry runs elsewhere). A KeyboardInterrupt
+    e.g. during a store outage: the result is dropped and its retry runs elsewhere). ``claim``: a context
+    the ask is made in, yielding whether to ask at all (:func:`_claim`); None, no trial, when it says no. A KeyboardInterrupt
     (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
     import warnings
 
@@ -215,7 +236,10 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
         (stale_check or (lambda: rdb.fail_stale(ostudy)))()
     with warnings.catch_warnings():  # the heartbeat thread is run here, as optimize() runs it
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        trial = ostudy.ask()
+        with (claim() if claim is not None else contextlib.nullcontext(True)) as room:
+            if not room:
+                return None  # another worker took the last place meanwhile: the loop reads the study again
+            trial = ostudy.ask()
     state: TrialState | None = None
     values: Any = None
     interrupted: BaseException | None = None

@@ -14,6 +14,10 @@ those calls from Optuna's source and fails on one that is not covered).
 or inserts whose duplicate is ignored; creating a trial and changing its state are recognised on a retry
 (:mod:`~hpo.store.rdb.checked`), so a commit whose answer was lost is not done twice.
 
+**The last places of the budget.** Workers near the end of a study's budget count it and ask for a trial
+under a lock per study (:mod:`~hpo.store.rdb.lock`: a PostgreSQL advisory lock, an ``flock`` beside an
+SQLite file), so two workers that count at the same moment do not both take the last place.
+
 **Stale trials after an outage.** While the store is down no worker can write heartbeats, so right after it
 comes back every running trial looks stale: a stale check finds nothing until a grace period has passed
 since this process last saw the store come back, and (PostgreSQL) since the server started. Trials that
@@ -27,8 +31,8 @@ a missing database are not outages: :class:`hpo.errors.StoreError` is raised at 
 retries such a race a few times; the loser then finds the schema the winner made.
 
 Modules: :mod:`~hpo.store.rdb.storage` (the class, its retries, stale trials), :mod:`~hpo.store.rdb.checked`,
-:mod:`~hpo.store.rdb.fast` (batched writes and Core reads), :mod:`~hpo.store.rdb.access` (public functions
-the rest of ``hpo`` calls instead of private Optuna API). Imported only when a storage is opened.
+:mod:`~hpo.store.rdb.fast` (batched writes and Core reads), :mod:`~hpo.store.rdb.lock` (the study lock),
+:mod:`~hpo.store.rdb.access` (public functions the rest of ``hpo`` calls instead of private Optuna API). Imported only when a storage is opened.
 """
 
 from hpo.store.rdb.guard import check_optuna_version
@@ -37,8 +41,8 @@ check_optuna_version()
 
 from hpo.store.rdb.access import (  # noqa: E402  (after the version check)
     backend_of, batched_params, fail_heartbeatless, fail_stale, fail_waiting, has_heartbeat, heartbeat_thread,
-    intermediate_writer, light_reads, record_artifact, record_heartbeat, storage_of, stored_trial, study_id_of, tell,
-    trial_id_of, trials_light, write_user_attrs,
+    intermediate_writer, light_reads, record_artifact, record_heartbeat, storage_of, stored_trial, study_id_of,
+    study_lock, tell, trial_id_of, trials_light, write_user_attrs,
 )
 from hpo.store.rdb.storage import (  # noqa: E402
     BATCHED, CHECKED, DELEGATING, RETRIED, ResilientRDBStorage, retried,
@@ -49,5 +53,6 @@ __all__ = [
     "BATCHED", "CHECKED", "DELEGATING", "RECONNECT_TIMEOUT", "RETRIED", "ResilientRDBStorage", "backend_of",
     "batched_params", "check_optuna_version", "fail_heartbeatless", "fail_stale", "fail_waiting", "has_heartbeat",
     "heartbeat_thread", "intermediate_writer", "light_reads", "record_artifact", "record_heartbeat", "retried",
-    "storage_of", "stored_trial", "study_id_of", "tell", "trial_id_of", "trials_light", "write_user_attrs",
+    "storage_of", "stored_trial", "study_id_of", "study_lock", "tell", "trial_id_of", "trials_light",
+    "write_user_attrs",
 ]

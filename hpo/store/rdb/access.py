@@ -172,6 +172,15 @@ def record_artifact(storage: Any, trial_id: int, artifact_id: str, filename: str
     storage.set_trial_system_attr(trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(asdict(meta)))
 
 
+def study_lock(ostudy: "optuna.Study"):
+    """A context manager holding the study's lock across processes (:mod:`~hpo.store.rdb.lock`); it yields
+    whether the lock is held (False on a storage that cannot lock: the caller goes on without it)."""
+    backend = backend_of(ostudy._storage)
+    if not hasattr(backend, "study_lock"):
+        return contextlib.nullcontext(False)
+    return backend.study_lock(ostudy._study_id)
+
+
 def fail_stale(ostudy: "optuna.Study") -> None:
     """Optuna's stale-trial check (fail and re-queue trials whose heartbeat stopped), then
     :func:`fail_heartbeatless`."""

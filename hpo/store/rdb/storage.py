@@ -1,7 +1,7 @@
 """The resilient RDB storage itself: connecting, the retry of every backend call, heartbeats and stale
-trials. Checked writes (:mod:`~hpo.store.rdb.checked`) and the fast batched writes and reads
-(:mod:`~hpo.store.rdb.fast`) are mixed in; the module docstring of :mod:`hpo.store.rdb` says what survives
-what."""
+trials. Checked writes (:mod:`~hpo.store.rdb.checked`), the fast batched writes and reads
+(:mod:`~hpo.store.rdb.fast`) and the study lock (:mod:`~hpo.store.rdb.lock`) are mixed in; the module
+docstring of :mod:`hpo.store.rdb` says what survives what."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import optuna
 from hpo.errors import StoreError, show
 from hpo.store.rdb.checked import CheckedWrites
 from hpo.store.rdb.fast import FastPaths
+from hpo.store.rdb.lock import StudyLocks
 from hpo.store.retry import NOT_DONE, RECONNECT_TIMEOUT, retry
 
 logger = logging.getLogger("hpo.store.storage")
@@ -54,7 +55,7 @@ def _where(url: str) -> str:
     return redact(url)
 
 
-class ResilientRDBStorage(CheckedWrites, FastPaths, optuna.storages.RDBStorage):
+class ResilientRDBStorage(CheckedWrites, FastPaths, StudyLocks, optuna.storages.RDBStorage):
     def __init__(self, url: str, *args, reconnect_timeout: float = RECONNECT_TIMEOUT, **kwargs) -> None:
         self.reconnect_timeout = reconnect_timeout
         self._param_batches: dict[int, list] = {}
