@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from hpo.run.trial import TrialObjective
     from hpo.spec import Study
 
 logger = logging.getLogger(__name__)
@@ -116,20 +117,26 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
             objective.check_surplus = free <= max(2 * (_recent_workers(trials) + 1), CLAIMED_PLACES)
         # near the end of the budget, count it again and ask under the study's lock: two workers that counted
         # at the same moment (a server restart lets them go together) do not both take the last place
-        claim = ((lambda: _claim(ostudy, n_trials, count_budget)) if n_trials is not None and objective.check_surplus
-                 else None)
+        claim = ((lambda: _claim(ostudy, n_trials, count_budget, objective))
+                 if n_trials is not None and objective.check_surplus else None)
         ran = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check, claim=claim)  # None: dropped
 
 
 @contextlib.contextmanager
-def _claim(ostudy: "optuna.Study", n_trials: int, count_budget: BudgetCounter) -> Iterator[bool]:
+def _claim(ostudy: "optuna.Study", n_trials: int, count_budget: BudgetCounter,
+           objective: "TrialObjective | None" = None) -> Iterator[bool]:
     """Hold the study's lock (:func:`hpo.store.rdb.study_lock`) and yield whether the budget, read again
-    under it, still has a place (or a queued trial) for this worker's ``ask``, made within the block."""
+    under it, still has a place (or a queued trial) for this worker's ``ask``, made within the block. A new
+    trial asked under the held lock is within the budget: ``objective``'s surplus check is then skipped (one
+    read of the study fewer); it stays for a queued trial and where the lock could not be had."""
     from hpo.store import rdb
 
-    with rdb.study_lock(ostudy):
+    with rdb.study_lock(ostudy) as held:
         budget = count_budget(ostudy.get_trials(deepcopy=False))
-        yield bool(budget.waiting) or budget.used + budget.running < n_trials
+        placed = budget.used + budget.running < n_trials
+        if objective is not None:
+            objective.check_surplus = not (held and placed)
+        yield placed or bool(budget.waiting)
 
 
 def _after_trial(ostudy: "optuna.Study", done: "FrozenTrial", on_trial: TrialCallback | None, levels, failures: int,
