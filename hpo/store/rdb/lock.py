@@ -6,10 +6,11 @@ them go together). The later trial is then recorded FAIL ``surplus`` (:mod:`hpo.
 but the study shows a trial that never trained. Near the end of the budget the worker loop counts and asks
 under this lock instead (:func:`hpo.run.loop.run_trial`), so the second worker sees the first one's trial.
 
-PostgreSQL: a session-level advisory lock on a connection of its own, ``(LOCK_CLASS, study_id)``; the
-server drops it with the connection, so a worker killed while holding it does not block the others.
-SQLite: ``flock`` on a file beside the database (``<file>-budget.lock``); the kernel drops it with the
-process. Mixed into :class:`hpo.store.rdb.ResilientRDBStorage`.
+PostgreSQL: a session-level advisory lock on a connection of its own, ``(LOCK_CLASS, study_id)``, waited for
+in the server (``lock_timeout``, no polling); the server drops it with the connection, so a worker killed
+while holding it does not block the others.
+SQLite: ``flock`` on a file beside the database (``<file>-budget.lock``, one lock for every study in the
+file), polled every ~10 ms; the kernel drops it with the process. Mixed into :class:`hpo.store.rdb.ResilientRDBStorage`.
 
 The lock is held for one count and one ``ask`` (milliseconds). It is taken within ``LOCK_WAIT_SECONDS``
 or not at all: a worker that cannot take it (a holder stopped with SIGSTOP, a read-only directory, an
@@ -53,17 +54,22 @@ class StudyLocks:
         from sqlalchemy import text
 
         def take():
+            from sqlalchemy.exc import OperationalError
+
             conn = self.engine.connect()
             try:
-                deadline = time.monotonic() + LOCK_WAIT_SECONDS
-                while not conn.execute(text("SELECT pg_try_advisory_lock(:c, :s)"), {"c": LOCK_CLASS, "s": study_id}).scalar():
-                    conn.rollback()  # no transaction left open while waiting
-                    if time.monotonic() >= deadline:
-                        conn.close()
-                        return None
-                    time.sleep(POLL_SECONDS * (1 + random.random()))
-                conn.commit()  # a session-level lock outlives the transaction
+                # waited for in the server (no polling): lock_timeout ends the wait with SQLSTATE 55P03
+                conn.execute(text(f"SET LOCAL lock_timeout = '{int(LOCK_WAIT_SECONDS * 1000)}ms'"))
+                conn.execute(text("SELECT pg_advisory_lock(:c, :s)"), {"c": LOCK_CLASS, "s": study_id})
+                conn.commit()  # a session-level lock outlives the transaction (and SET LOCAL ends with it)
                 return conn
+            except OperationalError as e:
+                if (getattr(e.orig, "sqlstate", None) or getattr(e.orig, "pgcode", None)) != "55P03":
+                    conn.invalidate()
+                    raise  # an outage: retried
+                conn.rollback()
+                conn.close()
+                return None
             except BaseException:
                 conn.invalidate()
                 raise
