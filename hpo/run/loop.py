@@ -229,8 +229,8 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
     finished trial's number (the trial is not read back: the worker loop's next read has it), or None when the
     trial was finished by someone else while the body ran (another worker's stale-heartbeat check failed it,
     e.g. during a store outage: the result is dropped and its retry runs elsewhere). ``claim``: a context
-    the ask is made in, yielding whether to ask at all (:func:`_claim`); None, no trial, when it says no. A KeyboardInterrupt
-    (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
+    the ask is made in, yielding whether to ask at all (:func:`_claim`); None, no trial, when it says no.
+    A KeyboardInterrupt (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
     import warnings
 
     import optuna
