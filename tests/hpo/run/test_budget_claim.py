@@ -1,5 +1,5 @@
 """The last places of a budget are taken under the study's lock: two workers that count the budget at the same
-moment do not both ask for its last place (before, the later trial was recorded FAIL ``surplus``; stop 24's CI
+moment do not both ask for its last place (before, the later trial was recorded FAIL ``surplus``; stop 23's CI
 saw one after a PostgreSQL restart let two workers go together). Real SQLite files and a real PostgreSQL
 server; the lock is held across processes and dropped with a killed holder."""
 
