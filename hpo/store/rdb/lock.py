@@ -50,12 +50,12 @@ class StudyLocks:
         else:
             yield False
 
-    def _pg_lock(self, study_id: int):
+    @contextlib.contextmanager
+    def _pg_lock(self, study_id: int) -> Iterator[bool]:
         from sqlalchemy import text
+        from sqlalchemy.exc import OperationalError
 
         def take():
-            from sqlalchemy.exc import OperationalError
-
             conn = self.engine.connect()
             try:
                 # waited for in the server (no polling): lock_timeout ends the wait with SQLSTATE 55P03
@@ -74,24 +74,20 @@ class StudyLocks:
                 conn.invalidate()
                 raise
 
-        @contextlib.contextmanager
-        def held():
-            conn = self._retry("study_lock", take)
-            if conn is None:
-                logger.warning("the study's budget lock was held by another worker for over %.0fs: going on without "
-                               "it (the surplus check keeps the budget)", LOCK_WAIT_SECONDS)
-            try:
-                yield conn is not None
-            finally:
-                if conn is not None:
-                    try:
-                        conn.execute(text("SELECT pg_advisory_unlock(:c, :s)"), {"c": LOCK_CLASS, "s": study_id})
-                        conn.commit()
-                        conn.close()
-                    except Exception:  # the connection is gone, and its lock with it: never pool it back
-                        conn.invalidate()
-
-        return held()
+        conn = self._retry("study_lock", take)
+        if conn is None:
+            logger.warning("the study's budget lock was held by another worker for over %.0fs: going on without "
+                           "it (the surplus check keeps the budget)", LOCK_WAIT_SECONDS)
+        try:
+            yield conn is not None
+        finally:
+            if conn is not None:
+                try:
+                    conn.execute(text("SELECT pg_advisory_unlock(:c, :s)"), {"c": LOCK_CLASS, "s": study_id})
+                    conn.commit()
+                    conn.close()
+                except Exception:  # the connection is gone, and its lock with it: never pool it back
+                    conn.invalidate()
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[bool]:
