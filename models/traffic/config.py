@@ -25,11 +25,13 @@ PositionalEncoding = Literal["fixed", "learnable", "relative", "rotary"]
 SpatialGraph = Literal["none", "mask", "bias"]
 Loss = Literal["mae", "huber", "mse"]
 GateActivation = Literal["sigmoid", "tanh"]
+Recompute = Literal["none", "attention", "block"]
 Scaler = Literal["global", "per_node"]
 FUSION_TYPES: tuple[str, ...] = get_args(FusionType)
 POSITIONAL_ENCODINGS: tuple[str, ...] = get_args(PositionalEncoding)
 SPATIAL_GRAPH_MODES: tuple[str, ...] = get_args(SpatialGraph)
 LOSSES: tuple[str, ...] = get_args(Loss)
+RECOMPUTE_MODES: tuple[str, ...] = get_args(Recompute)
 
 #: forecast horizons (steps ahead) with their own metrics, e.g. ``mae_h3``; 3/6/12 steps = 15/30/60 min at 5-min data
 HORIZONS = (3, 6, 12)
@@ -62,6 +64,10 @@ class TrafficConfig:
     spatial_graph: SpatialGraph = knob("none", "none: full attention; mask: neighbours only; bias: + w_head * A")
     graph_hops: int = knob(1, "mask: a sensor attends to sensors within this many hops")
     node_embedding: bool = knob(True, "learned per-sensor embedding added to every token (sensor identity)")
+    # -- memory ------------------------------------------------------------------------------------
+    recompute: Recompute = knob("none", "what backward recomputes instead of keeping, for less memory at more time "
+                                        "(the same outputs and gradients): none; attention (each stream block's "
+                                        "attention); block (whole stream blocks: the least memory)")
     # -- loss --------------------------------------------------------------------------------------
     loss: Loss = knob("mae", "training loss (mae, huber or mse), masked, in the data's units (missing readings "
                              "ignored)")
@@ -97,6 +103,8 @@ class TrafficConfig:
             p.append(f"spatial_graph must be one of {', '.join(SPATIAL_GRAPH_MODES)}, but got {self.spatial_graph!r}")
         if self.graph_hops < 1:
             p.append(f"graph_hops must be >= 1, but got {self.graph_hops}")
+        if self.recompute not in RECOMPUTE_MODES:
+            p.append(f"recompute must be one of {', '.join(RECOMPUTE_MODES)}, but got {self.recompute!r}")
         if self.loss not in LOSSES:
             p.append(f"loss must be one of {', '.join(LOSSES)}, but got {self.loss!r}")
         if self.mlp_ratio <= 0:

@@ -34,7 +34,10 @@ so a block copies nothing on the way in or out; self-attention computes q, k, v 
 strided views to ``scaled_dot_product_attention``; dropout keeps a bool mask, not a float noise tensor,
 drawn from the same random stream as ``F.dropout``; and every feed-forward (LayerNorm -> Linear -> GELU ->
 dropout -> Linear -> dropout) runs in row chunks and keeps only its input and its dropout masks, recomputing
-its hidden layer chunk by chunk in backward (:class:`_ChunkedMlp`).
+its hidden layer chunk by chunk in backward (:class:`_ChunkedMlp`). ``recompute`` trades time for less:
+``attention`` keeps only a stream block's input for its attention and ``block`` only the input of each
+stream block, recomputing the rest in backward (``torch.utils.checkpoint``, which replays the same dropout
+draws, so outputs and gradients are unchanged).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from models.layers import make_fusion
 from models.traffic.config import TrafficConfig
@@ -309,7 +313,8 @@ class Block(nn.Module):
     Shapes: h (B, T, N, D) -> (B, T, N, D). Time blocks take positions ``pos`` (T,); space blocks the
     graph ``graph`` ((N, N) bool mask or float bias, or None). :meth:`forward_seq` is the block on the
     sequences themselves, ``seq`` (B*N, T, D) over time or (B*T, N, D) over sensors -> the same shape: a
-    stream of blocks stays in that layout and copies nothing between them.
+    stream of blocks stays in that layout and copies nothing between them. With ``cfg.recompute``
+    ``attention`` / ``block`` (and autograd recording), backward recomputes the attention / the whole block.
     """
 
     def __init__(self, axis: str, cfg: TrafficConfig, drop_path: float, graph_mode: str = "none") -> None:
@@ -322,11 +327,23 @@ class Block(nn.Module):
                               graph_bias=axis == "space" and graph_mode == "bias", attn_dropout=cfg.attn_dropout)
         self.mlp = Mlp(D, cfg.mlp_ratio, cfg.dropout)
         self.drop_path = DropPath(drop_path)
+        self.recompute = cfg.recompute
+
+    def _attend(self, seq: torch.Tensor, pos: Optional[torch.Tensor], graph: Optional[torch.Tensor]) -> torch.Tensor:
+        z = self.norm1(seq)
+        return self.drop_path(self.attn(z, z, pos, pos, None if self.axis == "time" else graph))
+
+    def _block(self, seq: torch.Tensor, pos: Optional[torch.Tensor], graph: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.recompute == "attention" and torch.is_grad_enabled():
+            seq = seq + checkpoint(self._attend, seq, pos, graph, use_reentrant=False)
+        else:
+            seq = seq + self._attend(seq, pos, graph)
+        return seq + self.drop_path(self.mlp(seq, self.norm2))
 
     def forward_seq(self, seq: torch.Tensor, pos: Optional[torch.Tensor] = None, graph: Optional[torch.Tensor] = None) -> torch.Tensor:
-        z = self.norm1(seq)
-        seq = seq + self.drop_path(self.attn(z, z, pos, pos, None if self.axis == "time" else graph))
-        return seq + self.drop_path(self.mlp(seq, self.norm2))
+        if self.recompute == "block" and torch.is_grad_enabled():
+            return checkpoint(self._block, seq, pos, graph, use_reentrant=False)
+        return self._block(seq, pos, graph)
 
     def forward(self, h: torch.Tensor, pos: Optional[torch.Tensor] = None, graph: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, N, D = h.shape

@@ -5,7 +5,8 @@ from the same seed, both models have the same parameters under the same names; o
 their outputs and every parameter's gradient agree within 1e-5 (float32) and 1e-10 (float64), in eval
 mode and in training mode with dropout (the new model draws its dropout masks from the same random
 stream), over fusion types, depths, positions, sensor-graph modes and the other options of the config.
-A last test checks that the new model keeps far less for backward than the old one.
+The last tests check that the new model keeps far less for backward than the old one, and less again
+with each ``recompute`` mode.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from bench.legacy import traffic_v1 as old_model
 from models.traffic import model as new_model
-from models.traffic.config import TrafficConfig
+from models.traffic.config import RECOMPUTE_MODES, TrafficConfig
 
 SMALL = dict(embed_dim=8, num_heads=2, mlp_ratio=2.0, fusion_heads=2, dropout=0.2, fusion_dropout=0.2,
              temporal_depth_1=1, spatial_depth_1=1, temporal_depth_2=1, spatial_depth_2=1)
@@ -73,16 +74,22 @@ def _assert_same(cfg, *, train, dtype, tol, **shape):
             assert torch.allclose(g_new[k], g_old[k], rtol=tol, atol=tol), (k, (g_new[k] - g_old[k]).abs().max())
 
 
+@pytest.mark.parametrize("recompute", RECOMPUTE_MODES)
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_same_outputs_and_gradients_float32(name, train):
-    _assert_same(TrafficConfig(**{**SMALL, **CONFIGS[name]}), train=train, dtype=torch.float32, tol=1e-5)
+def test_same_outputs_and_gradients_float32(name, train, recompute):
+    """Whatever backward recomputes (``recompute``: none, attention, block), the numbers are the first version's:
+    the recomputed forward replays the same dropout draws."""
+    cfg = TrafficConfig(**{**SMALL, **CONFIGS[name], "recompute": recompute})
+    _assert_same(cfg, train=train, dtype=torch.float32, tol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["gated", "cross_attn_relative", "gated_residual_tanh_mask", "droppath_attn_dropout"])
-def test_same_outputs_and_gradients_float64(name):
+@pytest.mark.parametrize("recompute", RECOMPUTE_MODES)
+def test_same_outputs_and_gradients_float64(name, recompute):
     """In float64 the two agree to rounding: the same arithmetic, not merely a close one."""
-    _assert_same(TrafficConfig(**{**SMALL, **CONFIGS[name]}), train=True, dtype=torch.float64, tol=1e-10)
+    cfg = TrafficConfig(**{**SMALL, **CONFIGS[name], "recompute": recompute})
+    _assert_same(cfg, train=True, dtype=torch.float64, tol=1e-10)
 
 
 def test_same_across_many_mlp_chunks(monkeypatch):
@@ -126,6 +133,23 @@ def _saved_bytes(module, cfg, B=2, N=24, L=6, H=6):
 def test_keeps_far_less_for_backward():
     """The old model keeps ~23 token-sized tensors per block (permuted copies, float dropout noise, the
     feed-forward's hidden layer twice); the new one less than half of that."""
-    cfg = TrafficConfig(embed_dim=16, num_heads=2, fusion_heads=2)
+    cfg = TrafficConfig(embed_dim=16, num_heads=2, fusion_heads=2, recompute="none")
     old, new = _saved_bytes(old_model, cfg), _saved_bytes(new_model, cfg)
     assert new < 0.5 * old, (new, old)
+
+
+def test_recomputing_keeps_less_for_backward():
+    """``recompute: attention`` keeps a stream block's input instead of its normalised input, q, k, v and
+    attention output (about half of what the block kept); ``block`` keeps only the input of each stream block.
+    What autograd keeps includes the checkpoints' own inputs. The default keeps everything (``none``)."""
+    kept = {r: _saved_bytes(new_model, TrafficConfig(embed_dim=16, num_heads=2, fusion_heads=2, recompute=r))
+            for r in RECOMPUTE_MODES}
+    assert TrafficConfig().recompute == "none"
+    assert kept["attention"] < 0.6 * kept["none"], kept
+    assert kept["block"] < 0.75 * kept["attention"], kept
+    assert kept["block"] < 0.2 * _saved_bytes(old_model, TrafficConfig(embed_dim=16, num_heads=2, fusion_heads=2)), kept
+
+
+def test_recompute_is_checked():
+    with pytest.raises(ValueError, match=r"recompute must be one of none, attention, block, but got 'all'"):
+        TrafficConfig(recompute="all")
