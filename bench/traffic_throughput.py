@@ -8,10 +8,12 @@ against its first version (frozen in ``bench/legacy/traffic_v1.py``) and against
 Timings on a shared machine depend on its load: the 1-minute load average before and after is
 reported with the figures; with more runnable processes than cores, ``--threads 1`` is steadier.
 
-All three models train on the *same* batches (the first ones of the seeded training loader) with AdamW
-and the task's masked MAE in data units, one optimizer step per batch; ``traffic`` and ``traffic_v1``
-start from the same seeded parameters (the same architecture: issue #17 changed how it computes, not
-what), and their first-step losses are reported to show it. Reported per model:
+All models train on the *same* batches (the first ones of the seeded training loader) with AdamW
+and the task's masked MAE in data units, one optimizer step per batch; ``traffic`` (the config defaults),
+``traffic_recompute`` (the same model with ``recompute: block``: backward recomputes each stream block
+instead of keeping what it needs) and ``traffic_v1`` start from
+the same seeded parameters (the same architecture: issue #17 changed how it computes, not what), and their
+first-step losses are reported to show it. Reported per model:
 
 - ``samples_per_s``: windows per second over the timed steps (after ``--warmup`` untimed steps), wall
   clock; ``cpu_samples_per_s`` the same over the process's CPU time (steadier on a loaded machine);
@@ -20,6 +22,12 @@ what), and their first-step losses are reported to show it. Reported per model:
   is measured in a fresh process (``spawn``), because the peak RSS (``getrusage().ru_maxrss``) is a
   high-water mark that never goes down. ``tracemalloc`` would not do: torch allocates tensor memory
   in C++, outside Python's allocator, so tracemalloc sees almost none of it.
+
+Each traffic model is measured under two allocator settings, each in its own process: glibc's default
+(``malloc``: what a plain run resides in; glibc keeps freed tensor memory in its heap, so the peak RSS is
+above the most memory live at once) and ``MALLOC_MMAP_THRESHOLD_=131072`` (``mmap``: every block over
+128 KiB is its own mapping, returned when freed, so the peak RSS is the tensors' own peak). Ratios compare
+models under the same setting.
 
 The GRU baseline is DCRNN-sized without the graph: a 2-layer GRU encoder (64 units) over each sensor's
 input window, a 2-layer GRU decoder fed its own previous output and the forecast step's time
@@ -110,7 +118,8 @@ def measure(which: str, spec: dict, batch_size: int, warmup: int, steps: int, th
     torch.manual_seed(0)
     Task = get_task("traffic")
     task = Task(Task.DatasetSpec.model_validate(spec), cache=DataCache(None))
-    _, model_cfg, data_cfg = Task.split_config({})  # the Phase-1 baseline (config defaults)
+    # the Phase-1 baseline (config defaults); traffic_recompute: the same, recomputing each stream block in backward
+    _, model_cfg, data_cfg = Task.split_config({"recompute": "block"} if which == "traffic_recompute" else {})
     splits = task.load(data_cfg)
     batches = []
     for b in task.loader(splits, "train", batch_size, shuffle=True, seed=0):
@@ -127,7 +136,7 @@ def measure(which: str, spec: dict, batch_size: int, warmup: int, steps: int, th
                                    output_len=i["output_len"], adj=i["adj"], scaler_mean=i["scaler_mean"],
                                    scaler_std=i["scaler_std"])
     else:
-        model = task.build_model(model_cfg, splits) if which == "traffic" else make_gru(splits.info)
+        model = task.build_model(model_cfg, splits) if which.startswith("traffic") else make_gru(splits.info)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
     model.train()
     times, cpu_times, losses = [], [], []
@@ -157,18 +166,25 @@ def measure(which: str, spec: dict, batch_size: int, warmup: int, steps: int, th
     })
 
 
-#: measured in this order, each in its own fresh process
-MODELS = ("traffic", "traffic_v1", "gru")
+#: measured in this order, each in its own fresh process: (model, allocator setting)
+MODELS = ("traffic", "traffic_recompute", "traffic_v1")
+ALLOCATORS = {"malloc": {}, "mmap": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 
 
-def run(which: str, args, spec: dict) -> dict:
+def run(which: str, allocator: str, args, spec: dict) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=measure, args=(which, spec, args.batch_size, args.warmup, args.steps, args.threads, q))
-    p.start()
+    saved = dict(os.environ)
+    os.environ.update(ALLOCATORS[allocator])  # a spawned child starts with the parent's environment
+    try:
+        p.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     out = q.get()
     p.join()
-    return out
+    return {**out, "allocator": allocator}
 
 
 def main(argv=None) -> int:
@@ -186,8 +202,18 @@ def main(argv=None) -> int:
         args.batch_size, args.warmup, args.steps = 4, 1, 2
     spec = dataset_spec(args.data)
     load_before = os.getloadavg()[0]
-    rows = {m: run(m, args, spec) for m in MODELS}
-    t, v1, g = rows["traffic"], rows["traffic_v1"], rows["gru"]
+    rows = {f"{m}/{a}": run(m, a, args, spec) for a in ALLOCATORS for m in MODELS}
+    rows["gru/malloc"] = run("gru", "malloc", args, spec)
+    t, g = rows["traffic/malloc"], rows["gru/malloc"]
+
+    def vs(a: str, b: str) -> dict:
+        x, y = rows[a], rows[b]
+        return {"samples_per_s": x["samples_per_s"] / y["samples_per_s"],
+                "cpu_samples_per_s": x["cpu_samples_per_s"] / y["cpu_samples_per_s"],
+                "ms_per_step": x["ms_per_step"] / y["ms_per_step"],
+                "peak_mib": x["peak_mib"] / y["peak_mib"] if y["peak_mib"] > 0 else None,
+                "first_loss_diff": abs(x["first_loss"] - y["first_loss"])}
+
     result = {
         "data": spec["format"] if spec["format"] == "synthetic" else f"csv:{Path(spec['path']).name}",
         "n_nodes": t["n_nodes"], "batch_size": args.batch_size, "timed_steps": args.steps, "threads": t["threads"],
@@ -197,26 +223,25 @@ def main(argv=None) -> int:
         "ratio_samples_per_s": t["samples_per_s"] / g["samples_per_s"],
         "ratio_peak_mib": t["peak_mib"] / g["peak_mib"] if g["peak_mib"] > 0 else None,
         "ratio_params": t["params"] / g["params"],
-        "vs_v1": {
-            "samples_per_s": t["samples_per_s"] / v1["samples_per_s"],
-            "cpu_samples_per_s": t["cpu_samples_per_s"] / v1["cpu_samples_per_s"],
-            "peak_mib": t["peak_mib"] / v1["peak_mib"] if v1["peak_mib"] > 0 else None,
-            "first_loss_diff": abs(t["first_loss"] - v1["first_loss"]),
-        },
+        # today's model (its defaults, and recomputing in backward) against its first version, per allocator setting
+        "vs_v1": {a: vs(f"traffic/{a}", f"traffic_v1/{a}") for a in ALLOCATORS},
+        "recompute_vs_v1": {a: vs(f"traffic_recompute/{a}", f"traffic_v1/{a}") for a in ALLOCATORS},
     }
     print(f"data {result['data']}  sensors {t['n_nodes']}  batch {args.batch_size}  timed steps {args.steps}  "
           f"threads {t['threads']}  load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
-    print(f"{'model':<26}{'params':>10}{'samples/s':>11}{'cpu s/s':>9}{'ms/step':>10}{'peak MiB':>10}{'1st loss':>11}")
-    for name, r in (("traffic (Phase-1)", t), ("traffic_v1 (frozen)", v1), ("GRU seq2seq", g)):
-        print(f"{name:<26}{r['params']:>10,}{r['samples_per_s']:>11.2f}{r['cpu_samples_per_s']:>9.2f}"
+    print(f"{'model / allocator':<30}{'params':>10}{'samples/s':>11}{'cpu s/s':>9}{'ms/step':>10}{'peak MiB':>10}"
+          f"{'1st loss':>11}")
+    for name, r in rows.items():
+        print(f"{name:<30}{r['params']:>10,}{r['samples_per_s']:>11.2f}{r['cpu_samples_per_s']:>9.2f}"
               f"{r['ms_per_step']:>10.0f}{r['peak_mib']:>10.0f}{r['first_loss']:>11.5f}")
-    vs = result["vs_v1"]
-    vp = vs["peak_mib"]
-    print(f"{'ratio traffic / v1':<26}{t['params'] / v1['params']:>10.2f}{vs['samples_per_s']:>11.3f}"
-          f"{vs['cpu_samples_per_s']:>9.3f}{t['ms_per_step'] / v1['ms_per_step']:>10.2f}"
-          f"{vp if vp is None else format(vp, '.3f'):>10}{vs['first_loss_diff']:>11.1e}")
+    for key, name in (("vs_v1", "traffic"), ("recompute_vs_v1", "recompute")):
+        for a, r in result[key].items():
+            vp = r["peak_mib"]
+            print(f"{name + ' / v1 (' + a + ')':<30}{'':>10}{r['samples_per_s']:>11.3f}"
+                  f"{r['cpu_samples_per_s']:>9.3f}{r['ms_per_step']:>10.2f}"
+                  f"{vp if vp is None else format(vp, '.3f'):>10}{r['first_loss_diff']:>11.1e}")
     rp = result["ratio_peak_mib"]
-    print(f"{'ratio traffic / GRU':<26}{result['ratio_params']:>10.2f}{result['ratio_samples_per_s']:>11.3f}"
+    print(f"{'ratio traffic / GRU (malloc)':<30}{result['ratio_params']:>10.2f}{result['ratio_samples_per_s']:>11.3f}"
           f"{t['cpu_samples_per_s'] / g['cpu_samples_per_s']:>9.3f}{t['ms_per_step'] / g['ms_per_step']:>10.2f}"
           f"{rp if rp is None else format(rp, '.2f'):>10}")
     if args.json:
