@@ -119,14 +119,16 @@ def run_worker(study: "Study", storage_url: str, study_name: str, *, n_trials: i
         # at the same moment (a server restart lets them go together) do not both take the last place
         claim = ((lambda: _claim(ostudy, n_trials, count_budget, objective))
                  if n_trials is not None and objective.check_surplus else None)
-        ran = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check, claim=claim)  # None: dropped
+        ran = run_trial(ostudy, objective, heartbeat=heartbeat, stale_check=stale_check, claim=claim,  # None: dropped
+                        queued=bool(budget.waiting))
 
 
 @contextlib.contextmanager
 def _claim(ostudy: "optuna.Study", n_trials: int, count_budget: BudgetCounter,
-           objective: "TrialObjective | None" = None) -> Iterator[bool]:
+           objective: "TrialObjective | None" = None) -> Iterator[tuple[bool, bool]]:
     """Hold the study's lock (:func:`hpo.store.rdb.study_lock`) and yield whether the budget, read again
-    under it, still has a place (or a queued trial) for this worker's ``ask``, made within the block. A new
+    under it, still has a place (or a queued trial) for this worker's ``ask``, made within the block, and
+    whether that read found a queued trial (``(room, queued)``: see :func:`run_trial`). A new
     trial asked under the held lock is within the budget: ``objective``'s surplus check is then skipped (one
     read of the study fewer); it stays for a queued trial and where the lock could not be had."""
     from hpo.store import rdb
@@ -136,7 +138,7 @@ def _claim(ostudy: "optuna.Study", n_trials: int, count_budget: BudgetCounter,
         placed = budget.used + budget.running < n_trials
         if objective is not None:
             objective.check_surplus = not (held and placed)
-        yield placed or bool(budget.waiting)
+        yield placed or bool(budget.waiting), bool(budget.waiting)
 
 
 def _after_trial(ostudy: "optuna.Study", done: "FrozenTrial", on_trial: TrialCallback | None, levels, failures: int,
@@ -211,25 +213,33 @@ class StaleCheck:
         self.every = float(rdb.storage_of(ostudy).get_heartbeat_interval() or 0)
         self.last: float | None = None
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
+        """Run the check unless one ran less than an interval ago; whether it ran (it may have re-queued
+        a trial)."""
         from hpo.store import rdb
 
         now = self.clock()
         if self.last is not None and now - self.last < self.every:
-            return
+            return False
         self.last = now
         rdb.fail_stale(self.ostudy)
+        return True
 
 
 def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any], *, heartbeat: bool = True,
-              stale_check: Callable[[], None] | None = None,
-              claim: Callable[[], ContextManager[bool]] | None = None) -> int | None:
+              stale_check: Callable[[], bool | None] | None = None,
+              claim: Callable[[], ContextManager[tuple[bool, bool]]] | None = None, queued: bool = True) -> int | None:
     """One trial as ``optuna.Study.optimize`` runs it (``_run_trial``): fail stale trials (``stale_check``,
     default: every time), ask, run the body under a heartbeat thread, tell the state and values. Return the
     finished trial's number (the trial is not read back: the worker loop's next read has it), or None when the
     trial was finished by someone else while the body ran (another worker's stale-heartbeat check failed it,
     e.g. during a store outage: the result is dropped and its retry runs elsewhere). ``claim``: a context
-    the ask is made in, yielding whether to ask at all (:func:`_claim`); None, no trial, when it says no.
+    the ask is made in, yielding whether to ask at all and whether its read of the study, made after the stale
+    check, found a queued trial (:func:`_claim`); None, no trial, when it says no. ``queued=False``: the
+    caller's read of the study, just before, found no queued (WAITING) trial, so the ask skips Optuna's lookup
+    of them (one read of the study fewer per trial; :func:`hpo.store.rdb.ask`), unless the stale check ran this
+    turn (it may have re-queued a dead worker's trial). A trial queued by another process in between is found
+    at the next turn, as it is when it comes just after Optuna's own lookup.
     A KeyboardInterrupt (Ctrl-C, SIGTERM) records the trial as interrupted, FAIL, and propagates."""
     import warnings
 
@@ -240,13 +250,17 @@ def run_trial(ostudy: "optuna.Study", objective: Callable[["optuna.Trial"], Any]
     from hpo.store import rdb
 
     if heartbeat:
-        (stale_check or (lambda: rdb.fail_stale(ostudy)))()
+        if stale_check is None:
+            rdb.fail_stale(ostudy)
+            queued = True
+        elif stale_check():
+            queued = True  # the check ran this turn: it may have re-queued a dead worker's trial
     with warnings.catch_warnings():  # the heartbeat thread is run here, as optimize() runs it
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        with (claim() if claim is not None else contextlib.nullcontext(True)) as room:
+        with (claim() if claim is not None else contextlib.nullcontext((True, queued))) as (room, queued):
             if not room:
                 return None  # another worker took the last place meanwhile: the loop reads the study again
-            trial = ostudy.ask()
+            trial = rdb.ask(ostudy, queued=queued)
     state: TrialState | None = None
     values: Any = None
     interrupted: BaseException | None = None

@@ -40,7 +40,7 @@ from hpo.store.rdb.guard import check_optuna_version
 check_optuna_version()
 
 from hpo.store.rdb.access import (  # noqa: E402  (after the version check)
-    backend_of, batched_params, fail_heartbeatless, fail_stale, fail_waiting, has_heartbeat, heartbeat_thread,
+    ask, backend_of, batched_params, fail_heartbeatless, fail_stale, fail_waiting, has_heartbeat, heartbeat_thread,
     intermediate_writer, light_reads, record_artifact, record_heartbeat, storage_of, stored_trial, study_id_of,
     study_lock, tell, trial_id_of, trials_light, write_user_attrs,
 )
@@ -50,7 +50,7 @@ from hpo.store.rdb.storage import (  # noqa: E402
 from hpo.store.retry import RECONNECT_TIMEOUT  # noqa: E402
 
 __all__ = [
-    "BATCHED", "CHECKED", "DELEGATING", "RECONNECT_TIMEOUT", "RETRIED", "ResilientRDBStorage", "backend_of",
+    "BATCHED", "CHECKED", "DELEGATING", "RECONNECT_TIMEOUT", "RETRIED", "ResilientRDBStorage", "ask", "backend_of",
     "batched_params", "check_optuna_version", "fail_heartbeatless", "fail_stale", "fail_waiting", "has_heartbeat",
     "heartbeat_thread", "intermediate_writer", "light_reads", "record_artifact", "record_heartbeat", "retried",
     "storage_of", "stored_trial", "study_id_of", "study_lock", "tell", "trial_id_of", "trials_light",

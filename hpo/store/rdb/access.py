@@ -48,6 +48,17 @@ def stored_trial(ostudy: "optuna.Study", trial: Any) -> "FrozenTrial":
     return copy.deepcopy(ostudy._storage.get_trial(trial._trial_id))
 
 
+def ask(ostudy: "optuna.Study", *, queued: bool = True) -> "optuna.Trial":
+    """``ostudy.ask()``. With ``queued=False``, for a caller whose read of the study a moment before found no
+    queued (WAITING) trial: a new trial without Optuna's lookup of the queued ones, which is a read of the
+    study's unfinished trials (one read fewer per trial). Otherwise as ``Study.ask`` (5.0: reset the trial
+    cache, pop a queued trial or create one, then ``Trial(study, id)``)."""
+    if queued:
+        return ostudy.ask()
+    ostudy._thread_local.cached_all_trials = None
+    return optuna.Trial(ostudy, ostudy._storage.create_new_trial(ostudy._study_id))
+
+
 def tell(ostudy: "optuna.Study", trial: "optuna.Trial", values: Any, state: "TrialState | None") -> "TrialState":
     """``ostudy.tell`` without its read-back of the finished trial (``Study.optimize`` calls this too): one read
     fewer per trial where the caller reads the study next anyway. The state told; raises as ``tell`` raises."""

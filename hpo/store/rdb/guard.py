@@ -3,7 +3,7 @@
 The resilient storage overrides and calls private parts of ``optuna.storages.RDBStorage``
 (``_create_new_trial``, ``_get_prepared_new_trial``, ``_set_trial_*_without_commit``, ``_set_trial_param``
 with ``previous_distribution``, ``_get_stale_trial_ids``, the ``_rdb.models`` tables, the heartbeat thread,
-the artifact meta record), unchanged from 4.9.0 to 5.x. Another Optuna could change them silently, so
+the artifact meta record, the steps of ``Study.ask``), unchanged from 4.9.0 to 5.x. Another Optuna could change them silently, so
 importing the package checks the installed version first and refuses one outside the range with one line.
 """
 

@@ -45,19 +45,20 @@ def _body(trial):
 
 def _race_for_the_last_place(url, n_trials=3, done=2, ask_seconds=0.3):
     """Two workers, each with a storage of its own, run one trial each at the same moment for the one free
-    place; each ``ask`` takes ``ask_seconds`` (the time between a count and the trial's insert, widened)."""
+    place; each ``ask`` takes ``ask_seconds`` more before it inserts the trial (the time between a count and the
+    insert, widened)."""
     first = _study(url, create=True)
     for _ in range(done):
         run_trial(first, _body, stale_check=lambda: None)
     workers = [_study(url), _study(url)]
     for w in workers:
-        real = w.ask
+        real = w._storage.create_new_trial
 
-        def slow_ask(*args, _real=real, **kwargs):
+        def slow_create(*args, _real=real, **kwargs):
             time.sleep(ask_seconds)
             return _real(*args, **kwargs)
 
-        w.ask = slow_ask
+        w._storage.create_new_trial = slow_create
     go = threading.Barrier(2)
     got: list = [None, None]
 
