@@ -31,13 +31,14 @@ Memory (issue #17): the same arithmetic as the first version (frozen in ``bench/
 reference of ``tests/models/test_traffic_light.py``) with far less kept for backward. The temporal stream
 stays in sensor-major layout (B*N, T, D) through its blocks and the spatial one in step-major (B*T, N, D),
 so a block copies nothing on the way in or out; self-attention computes q, k, v with one matmul and hands
-strided views to ``scaled_dot_product_attention``; dropout keeps a bool mask, not a float noise tensor,
-drawn from the same random stream as ``F.dropout``; and every feed-forward (LayerNorm -> Linear -> GELU ->
-dropout -> Linear -> dropout) runs in row chunks and keeps only its input and its dropout masks, recomputing
-its hidden layer chunk by chunk in backward (:class:`_ChunkedMlp`). ``recompute`` trades time for less:
-``attention`` keeps only a stream block's input for its attention and ``block`` only the input of each
-stream block, recomputing the rest in backward (``torch.utils.checkpoint``, which replays the same dropout
-draws, so outputs and gradients are unchanged).
+strided views to ``scaled_dot_product_attention``; dropout keeps a bool mask, not a float noise tensor, and
+draws it 16 bits an element (:mod:`models.layers.dropout`: a third of ``bernoulli_``'s cost, not the draws
+``F.dropout`` makes for the same seed; with ``F.dropout``'s draws the outputs are the first version's); and
+every feed-forward (LayerNorm -> Linear -> GELU -> dropout -> Linear -> dropout) runs in row chunks and keeps
+only its input and its dropout masks, recomputing its hidden layer chunk by chunk in backward
+(:class:`_ChunkedMlp`). ``recompute`` trades time for less: ``attention`` keeps only a stream block's input
+for its attention and ``block`` only the input of each stream block, recomputing the rest in backward
+(``torch.utils.checkpoint``, which replays the same dropout draws, so outputs and gradients are unchanged).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from models.layers import make_fusion
+from models.layers.dropout import dropout, keep_mask, keep_prob, masked
 from models.traffic.config import TrafficConfig
 
 
@@ -66,42 +68,6 @@ class DropPath(nn.Module):
         keep = 1.0 - self.p
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
         return x * mask / keep
-
-
-def keep_mask(shape, keep: float, device) -> torch.Tensor:
-    """The bool keep-mask ``F.dropout`` would draw for a tensor of ``shape`` (the same random stream: its
-    CPU noise is ``bernoulli(keep)`` over the elements in order, then divided by ``keep``)."""
-    return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(keep)
-
-
-def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x`` with the elements where ``mask`` is False zeroed, in place (no float copy of the mask)."""
-    return torch.where(mask, x, x.new_zeros(()), out=x)
-
-
-class _Dropout(torch.autograd.Function):
-    """``x * mask / keep`` keeping only the bool mask (1 byte an element) for backward, where ``F.dropout``
-    keeps its float noise tensor (4 bytes) on CPU."""
-
-    @staticmethod
-    def forward(ctx, x, keep):
-        mask = keep_mask(x.shape, keep, x.device)
-        ctx.keep = keep
-        ctx.save_for_backward(mask)
-        return masked(x.mul(1.0 / keep), mask)
-
-    @staticmethod
-    def backward(ctx, g):
-        (mask,) = ctx.saved_tensors
-        return masked(g.mul(1.0 / ctx.keep), mask), None
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``F.dropout(x, p, training)``: the same random draws and values (up to float rounding of ``1 / keep``),
-    a quarter of the memory kept for backward."""
-    if not training or p == 0.0:
-        return x
-    return _Dropout.apply(x, 1.0 - p)
 
 
 class RelativeBias(nn.Module):
@@ -192,7 +158,7 @@ MLP_CHUNK_ELEMENTS = 1 << 21
 class _ChunkedMlp(torch.autograd.Function):
     """``drop(fc2(drop(gelu(fc1(LN(x))))))`` over the rows of ``x`` (M, D), chunk by chunk, keeping for backward
     only ``x`` and the two bool dropout masks ``m1`` (M, hidden) and ``m2`` (M, D) (None: no dropout), drawn
-    whole by the caller in the order and from the stream ``F.dropout`` would use; backward recomputes each
+    whole by the caller (:func:`models.layers.dropout.keep_mask`); backward recomputes each
     chunk's LayerNorm, ``fc1`` and GELU instead of keeping the hidden layer (4x the input's size). The
     dropout scale ``s = 1 / keep`` is folded into the small weights (``fc2`` weight * s^2, bias * s: the same
     products up to float rounding). The LayerNorm is optional (``ln_w`` None)."""
@@ -250,7 +216,7 @@ class _ChunkedMlp(torch.autograd.Function):
         for i, j in _ChunkedMlp._chunks(x, w1):
             m1c = None if m1 is None else m1[i:j]
             z, mean, rstd, h, a = _ChunkedMlp._hidden(x[i:j], ln, w1, b1, approximate, m1c)
-            g2 = g[i:j] if m2 is None else torch.where(m2[i:j], g[i:j], 0.0)
+            g2 = g[i:j] if m2 is None else g[i:j] * m2[i:j].view(torch.uint8)
             gw2.addmm_(g2.t(), a)
             gb2.add_(g2.sum(0))
             ga = g2 @ w2s
@@ -291,10 +257,9 @@ class Mlp(nn.Sequential):
         fc1, act, drop, fc2 = self[0], self[1], self[2], self[3]
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        p = drop.p if self.training else 0.0
-        keep = 1.0 - p
+        keep = keep_prob(drop.p) if self.training else 1.0
         m1 = m2 = None
-        if p > 0.0:  # the masks of the two dropouts, drawn in F.dropout's order: all of the first, then the second
+        if keep < 1.0:  # the masks of the two dropouts: all of the first, then the second
             m1 = keep_mask((x2.shape[0], fc1.out_features), keep, x.device)
             m2 = keep_mask((x2.shape[0], fc2.out_features), keep, x.device)
         ln = (norm.weight, norm.bias, norm.eps) if norm is not None else (None, None, 0.0)
