@@ -13,7 +13,9 @@ and the task's masked MAE in data units, one optimizer step per batch; ``traffic
 ``traffic_recompute`` (the same model with ``recompute: block``: backward recomputes each stream block
 instead of keeping what it needs) and ``traffic_v1`` start from
 the same seeded parameters (the same architecture: issue #17 changed how it computes, not what), and their
-first-step losses are reported to show it. Reported per model:
+losses on the first batch in eval mode (no dropout) are reported to show it (``eval loss``; the first
+training step's loss differs a little, since today's model draws its dropout masks otherwise than
+``F.dropout``: ``models/layers/dropout.py``). Reported per model:
 
 - ``samples_per_s``: windows per second over the timed steps (after ``--warmup`` untimed steps), wall
   clock; ``cpu_samples_per_s`` the same over the process's CPU time (steadier on a loaded machine);
@@ -138,6 +140,9 @@ def measure(which: str, spec: dict, batch_size: int, warmup: int, steps: int, th
     else:
         model = task.build_model(model_cfg, splits) if which.startswith("traffic") else make_gru(splits.info)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=1e-4)
+    model.eval()  # the first batch's loss without dropout: the same parameters give the same number
+    with torch.no_grad():
+        eval_loss = masked_loss(model.unscale(model(batches[0]["x"], batches[0]["tf"])), batches[0]["y"]).item()
     model.train()
     times, cpu_times, losses = [], [], []
     for i, b in enumerate(batches):
@@ -160,6 +165,7 @@ def measure(which: str, spec: dict, batch_size: int, warmup: int, steps: int, th
         "ms_per_step": 1000 * sum(times) / len(times),
         "peak_mib": peak_rss_mib() - base,
         "first_loss": losses[0],
+        "eval_loss": eval_loss,
         "final_loss": losses[-1],
         "n_nodes": splits.info["n_nodes"],
         "threads": torch.get_num_threads(),
@@ -196,15 +202,20 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    ap.add_argument("--models", nargs="+", choices=[*MODELS, "gru"], default=[*MODELS, "gru"],
+                    help="measure only these (the ratios need traffic_v1, the GRU ratio gru)")
+    ap.add_argument("--allocators", nargs="+", choices=list(ALLOCATORS), default=list(ALLOCATORS))
     ap.add_argument("--json", type=Path, help="write the results here (default: print JSON to stdout)")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch_size, args.warmup, args.steps = 4, 1, 2
     spec = dataset_spec(args.data)
     load_before = os.getloadavg()[0]
-    rows = {f"{m}/{a}": run(m, a, args, spec) for a in ALLOCATORS for m in MODELS}
-    rows["gru/malloc"] = run("gru", "malloc", args, spec)
-    t, g = rows["traffic/malloc"], rows["gru/malloc"]
+    rows = {f"{m}/{a}": run(m, a, args, spec) for a in args.allocators for m in MODELS if m in args.models}
+    if "gru" in args.models:
+        rows["gru/malloc"] = run("gru", "malloc", args, spec)
+    t = next(iter(rows.values()))
+    g = rows.get("gru/malloc")
 
     def vs(a: str, b: str) -> dict:
         x, y = rows[a], rows[b]
@@ -212,38 +223,45 @@ def main(argv=None) -> int:
                 "cpu_samples_per_s": x["cpu_samples_per_s"] / y["cpu_samples_per_s"],
                 "ms_per_step": x["ms_per_step"] / y["ms_per_step"],
                 "peak_mib": x["peak_mib"] / y["peak_mib"] if y["peak_mib"] > 0 else None,
-                "first_loss_diff": abs(x["first_loss"] - y["first_loss"])}
+                "first_loss_diff": abs(x["first_loss"] - y["first_loss"]),
+                "eval_loss_diff": abs(x["eval_loss"] - y["eval_loss"])}
 
+    def pairs(model: str) -> dict:
+        return {a: vs(f"{model}/{a}", f"traffic_v1/{a}") for a in args.allocators
+                if f"{model}/{a}" in rows and f"traffic_v1/{a}" in rows}
+
+    tm = rows.get("traffic/malloc")
     result = {
         "data": spec["format"] if spec["format"] == "synthetic" else f"csv:{Path(spec['path']).name}",
         "n_nodes": t["n_nodes"], "batch_size": args.batch_size, "timed_steps": args.steps, "threads": t["threads"],
         "torch": __import__("torch").__version__, "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "models": rows,
-        "ratio_samples_per_s": t["samples_per_s"] / g["samples_per_s"],
-        "ratio_peak_mib": t["peak_mib"] / g["peak_mib"] if g["peak_mib"] > 0 else None,
-        "ratio_params": t["params"] / g["params"],
+        "ratio_samples_per_s": tm["samples_per_s"] / g["samples_per_s"] if tm and g else None,
+        "ratio_peak_mib": tm["peak_mib"] / g["peak_mib"] if tm and g and g["peak_mib"] > 0 else None,
+        "ratio_params": tm["params"] / g["params"] if tm and g else None,
         # today's model (its defaults, and recomputing in backward) against its first version, per allocator setting
-        "vs_v1": {a: vs(f"traffic/{a}", f"traffic_v1/{a}") for a in ALLOCATORS},
-        "recompute_vs_v1": {a: vs(f"traffic_recompute/{a}", f"traffic_v1/{a}") for a in ALLOCATORS},
+        "vs_v1": pairs("traffic"),
+        "recompute_vs_v1": pairs("traffic_recompute"),
     }
     print(f"data {result['data']}  sensors {t['n_nodes']}  batch {args.batch_size}  timed steps {args.steps}  "
           f"threads {t['threads']}  load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
     print(f"{'model / allocator':<30}{'params':>10}{'samples/s':>11}{'cpu s/s':>9}{'ms/step':>10}{'peak MiB':>10}"
-          f"{'1st loss':>11}")
+          f"{'1st loss':>11}{'eval loss':>11}")
     for name, r in rows.items():
         print(f"{name:<30}{r['params']:>10,}{r['samples_per_s']:>11.2f}{r['cpu_samples_per_s']:>9.2f}"
-              f"{r['ms_per_step']:>10.0f}{r['peak_mib']:>10.0f}{r['first_loss']:>11.5f}")
+              f"{r['ms_per_step']:>10.0f}{r['peak_mib']:>10.0f}{r['first_loss']:>11.5f}{r['eval_loss']:>11.5f}")
     for key, name in (("vs_v1", "traffic"), ("recompute_vs_v1", "recompute")):
         for a, r in result[key].items():
             vp = r["peak_mib"]
             print(f"{name + ' / v1 (' + a + ')':<30}{'':>10}{r['samples_per_s']:>11.3f}"
                   f"{r['cpu_samples_per_s']:>9.3f}{r['ms_per_step']:>10.2f}"
-                  f"{vp if vp is None else format(vp, '.3f'):>10}{r['first_loss_diff']:>11.1e}")
-    rp = result["ratio_peak_mib"]
-    print(f"{'ratio traffic / GRU (malloc)':<30}{result['ratio_params']:>10.2f}{result['ratio_samples_per_s']:>11.3f}"
-          f"{t['cpu_samples_per_s'] / g['cpu_samples_per_s']:>9.3f}{t['ms_per_step'] / g['ms_per_step']:>10.2f}"
-          f"{rp if rp is None else format(rp, '.2f'):>10}")
+                  f"{vp if vp is None else format(vp, '.3f'):>10}{r['first_loss_diff']:>11.1e}{r['eval_loss_diff']:>11.1e}")
+    if tm and g:
+        rp = result["ratio_peak_mib"]
+        print(f"{'ratio traffic / GRU (malloc)':<30}{result['ratio_params']:>10.2f}{result['ratio_samples_per_s']:>11.3f}"
+              f"{tm['cpu_samples_per_s'] / g['cpu_samples_per_s']:>9.3f}{tm['ms_per_step'] / g['ms_per_step']:>10.2f}"
+              f"{rp if rp is None else format(rp, '.2f'):>10}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     from common import save

@@ -22,7 +22,8 @@ them), so each sequence is encoded, and projected by the first fusion layer, onc
 then runs on each pair's real tokens only (*packed*; padding is left only inside the attention). With
 batches drawn from a few proteins (``batch_proteins``) this cuts the seed-size model's forward and
 backward on Davis to ~0.4 of the padded per-pair computation (``bench/dta_cost.py``), which
-``forward(..., packed=False)`` still runs and which gives the same outputs, gradients and dropout masks.
+``forward(..., packed=False)`` still runs and which gives the same outputs and gradients (in training mode
+with the same dropout masks: the packed forward draws its own cheaper ones, :func:`_dropout`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from models.drug_target.config import DeepBindConfig
 from models.drug_target.data import PAD
 from models.layers import CrossAttention
+from models.layers.dropout import drop, keep_mask, keep_prob
 
 
 class CNNEncoder(nn.Module):
@@ -307,14 +309,17 @@ def _per_pair(x: torch.Tensor, index: torch.Tensor, pk: _Packing) -> torch.Tenso
 
 
 def _dropout(module: nn.Module, x: torch.Tensor, pk: _Packing) -> torch.Tensor:
-    """``nn.Dropout`` ``module`` on packed rows ``(N, C)``, with the mask it would draw for the padded
-    ``(B, L, C)`` tensor (on CPU ``F.dropout`` fills ``empty_like(input)`` by ``bernoulli_``): the packed
-    and the padded computations consume the generator alike and drop the same features."""
-    if not module.training or module.p == 0.0:
+    """``nn.Dropout`` ``module`` on packed rows ``(N, C)``: a keep-mask drawn for the padded ``(B * L, C)``
+    layout (:func:`models.layers.dropout.keep_mask`, a quarter of ``bernoulli_``'s cost, 1 byte an element
+    kept for backward), its real rows applied. With ``F.dropout``'s draws instead (``bernoulli_`` over
+    ``empty_like`` of the padded input, what ``forward(..., packed=False)`` draws) the packed and the padded
+    computations drop the same features (``tests/models/test_drug_target_dedup.py``)."""
+    keep = keep_prob(module.p)
+    if not module.training or keep == 1.0:
         return x
     batch, length = pk.mask.shape
-    keep = x.new_empty(batch * length, x.shape[-1]).bernoulli_(1.0 - module.p).div_(1.0 - module.p)
-    return x * (keep if pk.dense else keep.index_select(0, pk.pad))
+    mask = keep_mask((batch * length, x.shape[-1]), keep, x.device)
+    return drop(x, mask if pk.dense else mask.index_select(0, pk.pad), keep)
 
 
 def _gate_query(attn: CrossAttention, x: torch.Tensor) -> torch.Tensor | None:

@@ -55,12 +55,11 @@ def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.mul_(mask.view(torch.uint8))
 
 
-class _Dropout(torch.autograd.Function):
+class _Drop(torch.autograd.Function):
     """``x * mask / keep``, keeping only the bool mask for backward."""
 
     @staticmethod
-    def forward(ctx, x, keep):
-        mask = keep_mask(x.shape, keep, x.device)
+    def forward(ctx, x, mask, keep):
         ctx.keep = keep
         ctx.save_for_backward(mask)
         return masked(x.mul(1.0 / keep), mask)
@@ -68,7 +67,13 @@ class _Dropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        return masked(g.mul(1.0 / ctx.keep), mask), None
+        return masked(g.mul(1.0 / ctx.keep), mask), None, None
+
+
+def drop(x: torch.Tensor, mask: torch.Tensor, keep: float) -> torch.Tensor:
+    """Dropout of ``x`` by a given bool keep-``mask`` (of ``x``'s shape, drawn with probability ``keep``):
+    ``x * mask / keep``, differentiable in ``x``."""
+    return _Drop.apply(x, mask, keep)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -77,4 +82,4 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     keep = keep_prob(p)
     if not training or keep == 1.0:
         return x
-    return _Dropout.apply(x, keep)
+    return drop(x, keep_mask(x.shape, keep, x.device), keep)

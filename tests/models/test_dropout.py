@@ -1,6 +1,7 @@
 """The cheaper dropout draws of :mod:`models.layers.dropout`: the keep probability they stand for, that
 every 15-bit field of a random word is a fair draw, independent of its neighbours, reproducible from the
-seed, and replayed by the traffic model's recomputed forward (``recompute``)."""
+seed, replayed by the traffic model's recomputed forward (``recompute``), and drawn by DeepBindNet's
+packed forward."""
 
 from __future__ import annotations
 
@@ -108,3 +109,32 @@ def test_traffic_recompute_replays_the_draws():
                 assert torch.allclose(grads[k], g0[k], rtol=1e-10, atol=1e-10), (mode, k)
     y_off, _ = _train_step(TrafficConfig(**{**small, "dropout": 0.0}, recompute="none"))
     assert not torch.allclose(y_off, y0)
+
+
+def test_deepbindnet_packed_forward_drops_with_the_cheap_draws(monkeypatch):
+    """The packed fusion's dropouts draw from :func:`keep_mask` (one seed gives one step, another seed
+    another), three masks per fusion block in training mode and none in eval mode."""
+    from models.drug_target import model as drug_target_model
+    from tests.models.test_drug_target_dedup import fixed_batch, make_model
+
+    model = make_model(gated=True, dropout_rate=0.3, fusion_layers=2).train()
+    drug, protein, di, pi = fixed_batch()
+    drawn = []
+
+    def counting(shape, keep, device=None):
+        drawn.append((tuple(shape), keep))
+        return fast.keep_mask(shape, keep, device)
+
+    monkeypatch.setattr(drug_target_model, "keep_mask", counting)
+
+    def out(seed):
+        torch.manual_seed(seed)
+        return model(drug, protein, di, pi)
+
+    assert torch.equal(out(3), out(3)) and not torch.allclose(out(3), out(4))
+    assert len(drawn) == 4 * 2 * 2 * 3  # 4 forwards x 2 layers x 2 blocks x (attention, feed-forward hidden, output)
+    assert {keep for _, keep in drawn} == {fast.keep_prob(0.3)}
+    drawn.clear()
+    model.eval()
+    out(3)
+    assert drawn == []

@@ -1,7 +1,9 @@
 """drug_target: the deduplicated, packed DeepBindNet forward (issue #17, item 4) computes what the padded,
 per-pair forward computes: outputs and gradients within 1e-5 on batches with repeated proteins and drugs,
-in training mode too (the same dropout masks), with the same state_dict keys; and it does less work: each
-distinct sequence is encoded and first-layer projected once, and position-wise layers see real tokens only.
+in training mode too (the same dropout masks: here the packed forward draws them by ``F.dropout``'s
+``bernoulli_``, the fixture ``f_dropout_draws``, in place of its cheaper draws), with the same state_dict
+keys; and it does less work: each distinct sequence is encoded and first-layer projected once, and
+position-wise layers see real tokens only.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def test_dedup_gives_the_outputs_and_gradients_of_encoding_every_pair(overrides)
     torch.testing.assert_close(model(drug, protein, di, pi), dedup[0])  # packed is the default
 
 
+@pytest.mark.usefixtures("f_dropout_draws")
 @pytest.mark.parametrize("gated", [True, False])
 def test_training_mode_draws_the_same_dropout_masks(gated):
     """With dropout on, the packed forward drops the features the padded one drops (CPU generator): a
@@ -119,6 +122,7 @@ def test_each_distinct_sequence_is_projected_once_and_position_wise_layers_see_r
         h.remove()
 
 
+@pytest.mark.usefixtures("f_dropout_draws")
 def test_a_grouped_training_step_of_the_task_equals_the_padded_step():
     """The task's step (packed) on a batch from a few proteins (``batch_proteins``) gives the loss and the
     gradients of the padded per-pair computation, dropout on."""

@@ -4,10 +4,10 @@
 from the same seed, both models have the same parameters under the same names; on a fixed seeded batch
 their outputs and every parameter's gradient agree within 1e-5 (float32) and 1e-10 (float64), in eval
 mode and in training mode with dropout, over fusion types, depths, positions, sensor-graph modes and the
-other options of the config. In training mode the new model draws its keep-masks 16 bits an element
+other options of the config. In training mode the new model draws its keep-masks 15 bits an element
 (``models.layers.dropout``), not as ``F.dropout`` draws them; here it draws them as ``F.dropout`` does
-(``bernoulli_(1 - p)`` over the elements in order, the fixture below), so that dropout drops the same
-elements in both and every other number can be compared. ``tests/models/test_dropout.py`` tests the draws.
+(``bernoulli_(1 - p)`` over the elements in order: the fixture ``f_dropout_draws`` of ``conftest.py``),
+so that dropout drops the same elements in both and every other number can be compared. ``tests/models/test_dropout.py`` tests the draws.
 The last tests check that the new model keeps far less for backward than the old one, and less again
 with each ``recompute`` mode.
 """
@@ -19,21 +19,10 @@ import pytest
 import torch
 
 from bench.legacy import traffic_v1 as old_model
-from models.layers import dropout as fast_dropout
 from models.traffic import model as new_model
 from models.traffic.config import RECOMPUTE_MODES, TrafficConfig
 
-
-@pytest.fixture(autouse=True)
-def f_dropout_draws(monkeypatch):
-    """The new model's keep-masks drawn as ``F.dropout`` draws its noise on CPU (and v1 therefore does):
-    ``bernoulli_(1 - p)`` over the elements in order, with the keep probability ``1 - p`` itself."""
-    def bernoulli_mask(shape, keep, device=None):
-        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(keep)
-
-    for module in (fast_dropout, new_model):
-        monkeypatch.setattr(module, "keep_mask", bernoulli_mask)
-        monkeypatch.setattr(module, "keep_prob", lambda p: 1.0 - p)
+pytestmark = pytest.mark.usefixtures("f_dropout_draws")
 
 SMALL = dict(embed_dim=8, num_heads=2, mlp_ratio=2.0, fusion_heads=2, dropout=0.2, fusion_dropout=0.2,
              temporal_depth_1=1, spatial_depth_1=1, temporal_depth_2=1, spatial_depth_2=1)
