@@ -4,6 +4,7 @@ against its first version (frozen in ``bench/legacy/traffic_v1.py``) and against
     python bench/traffic_throughput.py            # Los-loop CSV from ../shared/data if present, else synthetic
     python bench/traffic_throughput.py --quick    # a few seconds: batch 4, 2 timed steps
     python bench/traffic_throughput.py --json out.json --batch-size 32 --steps 5
+    python bench/traffic_throughput.py --models traffic traffic_v1 --allocators malloc   # a subset (A/B runs)
 
 Timings on a shared machine depend on its load: the 1-minute load average before and after is
 reported with the figures; with more runnable processes than cores, ``--threads 1`` is steadier.
